@@ -1,5 +1,9 @@
-"""epdo: equivariant neural networks built from partial differential operators."""
+"""epdo: equivariant neural networks built from partial differential operators.
+
+Subpackages (dependencies point one way): ``groups`` -> ``fields``, ``diffops`` -> ``nn``, ``pde`` ->
+``models`` -> ``cli``.
+"""
 
 __version__ = "0.1.0"
 
-from . import diffops  # noqa: F401
+from . import diffops, fields, groups  # noqa: F401,E402
