@@ -1,0 +1,46 @@
+"""Data sets for epdo: MNIST / Fashion-MNIST (IDX, checksummed), the real MNIST-rot archive,
+a seeded MNIST-rot replica generated from MNIST, and an embedded sample.
+
+Entry point::
+
+    from epdo.data import get_dataset, DATASETS
+    ds = get_dataset("rotmnist-replica", "train")   # ds[i] -> (float32 (1, 28, 28) in [0, 1], int64 label)
+
+Every data set carries ``.name``, ``.split`` and ``.is_replica`` (and ``.description``), so that
+results obtained on a replica can say so. Depends on numpy and torch only.
+"""
+
+from __future__ import annotations
+
+from .amat import ROTMNIST_ZIP_MD5_REPORTED, load_rotmnist, read_amat
+from .datasets import DATASETS, SPLITS, ImageDataset, get_dataset, load_sample
+from .errors import ChecksumError, DataError, DataFormatError, DataNotFoundError
+from .idx import FASHION_MNIST_FILES, MNIST_FILES, read_idx, write_idx
+from .paths import resolve_cache_dir, resolve_mnist_dir
+from .replica import load_replica, make_replica, replica_plan
+from .rotate import rotate_images
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "ImageDataset",
+    "get_dataset",
+    "load_sample",
+    "DataError",
+    "DataNotFoundError",
+    "ChecksumError",
+    "DataFormatError",
+    "read_idx",
+    "write_idx",
+    "MNIST_FILES",
+    "FASHION_MNIST_FILES",
+    "read_amat",
+    "load_rotmnist",
+    "ROTMNIST_ZIP_MD5_REPORTED",
+    "load_replica",
+    "make_replica",
+    "replica_plan",
+    "rotate_images",
+    "resolve_cache_dir",
+    "resolve_mnist_dir",
+]
