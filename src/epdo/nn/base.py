@@ -1,0 +1,41 @@
+"""The base class of every equivariant layer: typed input/output fields on plain tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..fields import FieldType
+
+__all__ = ["EquivariantModule"]
+
+
+class EquivariantModule(nn.Module):
+    """A ``torch.nn.Module`` mapping ``in_type``-fields to ``out_type``-fields, on plain tensors (B, C, H, W).
+
+    Subclasses call :meth:`check_input` first in ``forward``; it raises ValueError naming the expected field
+    type and the received shape, and TypeError for a floating dtype other than the parameters'.
+    """
+
+    in_type: FieldType
+    out_type: FieldType
+
+    def __init__(self, in_type: FieldType, out_type: FieldType):
+        super().__init__()
+        for name, t in (("in_type", in_type), ("out_type", out_type)):
+            if not isinstance(t, FieldType):
+                raise TypeError(f"{type(self).__name__}: {name} must be an epdo.fields.FieldType, got {type(t).__name__}")
+        self.in_type = in_type
+        self.out_type = out_type
+
+    def check_input(self, x: torch.Tensor) -> None:
+        self.in_type.check(x, f"{type(self).__name__} input")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__}: expected a floating-point tensor, got dtype {x.dtype}")
+        p = next(self.parameters(), None)
+        if p is not None and p.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{type(self).__name__}: input dtype {x.dtype} does not match parameter dtype {p.dtype}; "
+                            f"convert one of them (e.g. module.to({x.dtype})) or use torch.autocast")
+
+    def extra_repr(self) -> str:
+        return f"in_type={self.in_type}, out_type={self.out_type}"
