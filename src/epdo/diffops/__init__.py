@@ -7,7 +7,7 @@
 (6, 3, 3)
 """
 
-from .derivatives import derivative_rep, multi_indices, num_multi_indices
+from .derivatives import derivative_rep, derivative_representation, multi_indices, num_multi_indices
 from .stencils import (
     DISCRETIZATIONS,
     Discretization,
@@ -21,6 +21,7 @@ __all__ = [
     "DISCRETIZATIONS",
     "Discretization",
     "derivative_rep",
+    "derivative_representation",
     "fd_stencil_1d",
     "gaussian_stencil_1d",
     "multi_indices",

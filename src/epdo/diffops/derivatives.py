@@ -68,3 +68,23 @@ def derivative_rep(matrix: np.ndarray, order: int) -> np.ndarray:
             out[start + row, start : start + n + 1] = _poly_mul(px[ea], py[eb])
         start += n + 1
     return out
+
+
+def derivative_representation(group, order: int):
+    r""":math:`\hat\rho` of Lemma 1 (paper 000) as an :class:`epdo.groups.Representation` of ``group``.
+
+    :math:`\hat\rho(g) = D(g^{-1})` acts on the vector of derivatives of orders 0..N (Eq. 5); it is not
+    orthogonal (its change of basis is not), and for finite groups its exact matrices are kept.
+    """
+    return _derivative_representation(group, order)
+
+
+@lru_cache(maxsize=None)
+def _derivative_representation(group, order: int):
+    from ..groups import Representation
+
+    def matrix(g):
+        return derivative_rep(group.inverse(g).matrix, order)
+
+    return Representation.from_matrices(group, matrix, num_multi_indices(order), f"rho_hat(N={order})",
+                                        max_frequency=order)

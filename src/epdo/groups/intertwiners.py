@@ -1,7 +1,7 @@
 r"""The equivariant linear-map solver: bases of :math:`\mathrm{Hom}_G(\rho_{in}, \rho_{out})`.
 
 :math:`\{W : W\rho_{in}(g) = \rho_{out}(g) W\ \forall g\}`. With both representations decomposed,
-:math:`W = Q_{out} M Q_{in}^\top` where M is block-sparse in irrep coordinates: the block between an
+:math:`W = Q_{out} M Q_{in}^{-1}` where M is block-sparse in irrep coordinates: the block between an
 output copy and an input copy of the same irrep psi is any endomorphism of psi (1 parameter for real-type
 irreps, 2 for the complex-type ones of C_N and SO(2)); all other blocks vanish (Schur's lemma).
 Everything is computed once in float64 and cached per (rho_in, rho_out).
@@ -25,7 +25,7 @@ class HomStructure:
     """Sparse description of Hom(rho_in, rho_out) in irrep coordinates.
 
     ``M[row[e], col[e]] += value[e] * w[param[e]]`` for a parameter vector ``w`` of length ``n_params``
-    gives M; ``W = q_out @ M @ q_in.T``.
+    gives M; ``W = q_out @ M @ q_in_inv``.
     """
 
     n_params: int
@@ -34,7 +34,7 @@ class HomStructure:
     col: np.ndarray
     value: np.ndarray
     q_out: np.ndarray
-    q_in: np.ndarray
+    q_in_inv: np.ndarray
 
 
 @lru_cache(maxsize=None)
@@ -57,7 +57,7 @@ def hom_structure(rho_in: Representation, rho_out: Representation) -> HomStructu
                 n += 1
     return HomStructure(n, np.array(param, dtype=np.int64), np.array(row, dtype=np.int64),
                         np.array(col, dtype=np.int64), np.array(value, dtype=np.float64),
-                        rho_out.change_of_basis, rho_in.change_of_basis)
+                        rho_out.change_of_basis, rho_in.change_of_basis_inv)
 
 
 def hom_dimension(rho_in: Representation, rho_out: Representation) -> int:
@@ -70,11 +70,14 @@ def _hom_basis(rho_in: Representation, rho_out: Representation) -> np.ndarray:
     s = hom_structure(rho_in, rho_out)
     m = np.zeros((s.n_params, rho_out.size, rho_in.size))
     m[s.param, s.row, s.col] = s.value
-    out = np.einsum("oa,nab,ib->noi", s.q_out, m, s.q_in)
+    out = np.einsum("oa,nab,bi->noi", s.q_out, m, s.q_in_inv)
     out.setflags(write=False)
     return out
 
 
 def hom_basis(rho_in: Representation, rho_out: Representation) -> np.ndarray:
-    """A basis of Hom_G(rho_in, rho_out) as a float64 array ``(n, d_out, d_in)``, orthogonal in Frobenius norm."""
+    """A basis of Hom_G(rho_in, rho_out) as a float64 array ``(n, d_out, d_in)``.
+
+    Orthogonal in the Frobenius inner product when both representations are orthogonal.
+    """
     return _hom_basis(rho_in, rho_out)

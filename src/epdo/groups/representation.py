@@ -2,9 +2,10 @@ r"""Representations as first-class values (paper 003; escnn / e3nn style).
 
 A :class:`Representation` of a group G on R^d is stored in decomposed form
 
-.. math:: \rho(g) = Q \Big(\bigoplus_i \psi_i(g)\Big) Q^\top, \qquad Q \in O(d),
+.. math:: \rho(g) = Q \Big(\bigoplus_i \psi_i(g)\Big) Q^{-1}, \qquad Q \in GL(d),
 
-with ``irreps = (psi_1, psi_2, ...)`` and ``change_of_basis = Q``. Finite groups also keep the exact
+with ``irreps = (psi_1, psi_2, ...)`` and ``change_of_basis = Q`` (orthogonal for orthogonal representations
+such as regular and quotient ones; not for the derivative representation rho_hat of Lemma 1). Finite groups also keep the exact
 defining matrices (permutation matrices for regular and quotient reps), so grid symmetries act exactly.
 Two representations are equal when group, irreps and Q are equal (exact comparison, no registry).
 """
@@ -49,22 +50,39 @@ def _nullspace(a: np.ndarray, tol: float = _TOL) -> np.ndarray:
 
 def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: int,
               max_frequency: int | None = None) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
-    """Decompose an orthogonal representation into irreps numerically.
+    """Decompose a representation into irreps numerically.
+
+    A non-orthogonal rho is first made orthogonal, :math:`\rho_o = S\rho S^{-1}` with
+    :math:`S = (\mathrm{mean}_g \rho(g)^\top\rho(g))^{1/2}` averaged over the group (for continuous groups
+    over 2L+1 equispaced rotations, which averages trigonometric polynomials of degree 2L exactly).
 
     For each irrep psi, the intertwiners {X : rho(g) X = X psi(g)} on the group's generators span
     ``multiplicity x dim End(psi)`` dimensions; orthonormal copies are extracted one at a time, projecting
     out those found so far (the projector commutes with rho, so the remainder is still an intertwiner).
 
-    Returns ``(irreps, Q)`` with ``rho(g) = Q blockdiag(psi_i(g)) Q^T``. Continuous groups need
+    Returns ``(irreps, Q)`` with ``rho(g) = Q blockdiag(psi_i(g)) Q^{-1}``. Continuous groups need
     ``max_frequency``, a bound on the frequencies present. Raises ValueError if the result is not a
-    complete orthogonal decomposition (rho not orthogonal, not a homomorphism, or the bound too low).
+    complete decomposition (rho not a homomorphism, or the bound too low).
     """
     if not group.is_finite and max_frequency is None:
         raise ValueError(f"decomposing a representation of {group.name} needs max_frequency")
     L = max_frequency if max_frequency is not None else group.N // 2
     candidates = irrep_ids(group) if group.is_finite else irrep_ids(Group(0, group.reflections, L))
     gens = group.generators(L)
-    mats = [np.asarray(matrix(g), dtype=np.float64) for g in gens]
+    avg_elems = group.elements if group.is_finite else tuple(
+        group.element(s, 2 * np.pi * k / (2 * L + 1)) for s in ((0, 1) if group.reflections else (0,))
+        for k in range(2 * L + 1))
+    gram = sum(np.asarray(matrix(g), dtype=np.float64).T @ np.asarray(matrix(g), dtype=np.float64)
+               for g in avg_elems) / len(avg_elems)
+    orthogonal = np.allclose(gram, np.eye(size), atol=1e-10)
+    if orthogonal:
+        sq, sq_inv = np.eye(size), np.eye(size)
+    else:
+        w, u = np.linalg.eigh((gram + gram.T) / 2)
+        if w.min() <= 1e-12:
+            raise ValueError(f"the {size}-dimensional matrices given for {group.name} are singular: not a representation")
+        sq, sq_inv = u @ np.diag(np.sqrt(w)) @ u.T, u @ np.diag(1 / np.sqrt(w)) @ u.T
+    mats = [sq @ np.asarray(matrix(g), dtype=np.float64) @ sq_inv for g in gens]
     irreps: list[tuple[int, int]] = []
     cols: list[np.ndarray] = []
     proj = np.zeros((size, size))
@@ -92,6 +110,7 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
             f"could not decompose a {size}-dimensional representation of {group.name} into irreps "
             f"(found {q.shape[1]} dimensions): it must be an orthogonal homomorphism"
             + ("" if group.is_finite else f" with frequencies <= {L}"))
+    q = sq_inv @ q
     q[np.abs(q) < 1e-14] = 0.0
     return tuple(irreps), q
 
@@ -105,7 +124,7 @@ class Representation:
     (4, ((0, 0), (0, 1), (0, 2)))
     """
 
-    __slots__ = ("group", "irreps", "change_of_basis", "name", "_table", "_hash")
+    __slots__ = ("group", "irreps", "change_of_basis", "change_of_basis_inv", "name", "_table", "_hash")
 
     def __init__(self, group: Group, irreps: Iterable[tuple[int, int]], change_of_basis: np.ndarray | None = None,
                  name: str | None = None, table: np.ndarray | None = None):
@@ -114,15 +133,24 @@ class Representation:
         q = np.eye(size) if change_of_basis is None else np.array(change_of_basis, dtype=np.float64)
         if q.shape != (size, size):
             raise ValueError(f"change_of_basis must be {size}x{size} for irreps {irreps}, got {q.shape}")
-        if not np.allclose(q.T @ q, np.eye(size), atol=1e-8):
-            raise ValueError("change_of_basis must be orthogonal")
+        if np.allclose(q.T @ q, np.eye(size), atol=1e-12):
+            q_inv = q.T.copy()
+        else:
+            try:
+                q_inv = np.linalg.inv(q)
+            except np.linalg.LinAlgError:
+                q_inv = None
+            if q_inv is None or not np.allclose(q_inv @ q, np.eye(size), atol=1e-8):
+                raise ValueError("change_of_basis must be an invertible matrix")
         q.setflags(write=False)
+        q_inv.setflags(write=False)
         if table is not None:
             table = np.array(table, dtype=np.float64)
             table.setflags(write=False)
         self.group = group
         self.irreps = irreps
         self.change_of_basis = q
+        self.change_of_basis_inv = q_inv
         self.name = name or "+".join(f"({j},{k})" for j, k in irreps)
         self._table = table
         self._hash = hash((group, irreps, q.tobytes()))
@@ -165,8 +193,8 @@ class Representation:
             raise TypeError(f"{self!r} takes elements of {self.group.name}, got {g!r}")
         if self._table is not None:
             return self._table[self.group.index(g)]
-        q = self.change_of_basis
-        return q @ _blockdiag([irrep_matrix(self.group, i, g) for i in self.irreps]) @ q.T
+        return (self.change_of_basis @ _blockdiag([irrep_matrix(self.group, i, g) for i in self.irreps])
+                @ self.change_of_basis_inv)
 
     def character(self, g: GroupElement) -> float:
         return float(np.trace(self(g)))
@@ -210,6 +238,17 @@ class Representation:
             table = np.einsum("gij,gkl->gikjl", self._table, other._table).reshape(len(self._table), *q.shape)
         return Representation(self.group, irreps, q, f"({self.name})x({other.name})", table)
 
+    @property
+    def is_orthogonal(self) -> bool:
+        return np.array_equal(self.change_of_basis_inv, self.change_of_basis.T)
+
+    def dual(self) -> "Representation":
+        """The contragredient representation g -> rho(g^{-1})^T (equal to rho when rho is orthogonal)."""
+        table = None
+        if self._table is not None:
+            table = np.stack([self._table[self.group.index(self.group.inverse(g))].T for g in self.group.elements])
+        return Representation(self.group, self.irreps, self.change_of_basis_inv.T, f"dual({self.name})", table)
+
     def restrict(self, subgroup: Group) -> "Representation":
         """The restriction to a subgroup (D_N -> C_N, C_N -> C_M for M | N, O(2) -> SO(2), ...)."""
         g = self.group
@@ -219,11 +258,11 @@ class Representation:
                                             f"res({self.name})", self.max_frequency)
 
     def change_basis(self, p: np.ndarray, name: str | None = None) -> "Representation":
-        """The equivalent representation P rho(g) P^T for an orthogonal P."""
+        """The equivalent representation P rho(g) P^{-1} for an invertible P."""
         p = np.asarray(p, dtype=np.float64)
-        if p.shape != (self.size, self.size) or not np.allclose(p.T @ p, np.eye(self.size), atol=1e-8):
-            raise ValueError(f"change of basis must be an orthogonal {self.size}x{self.size} matrix")
-        table = None if self._table is None else p @ self._table @ p.T
+        if p.shape != (self.size, self.size) or np.linalg.cond(p) > 1e8:
+            raise ValueError(f"change of basis must be an invertible {self.size}x{self.size} matrix")
+        table = None if self._table is None else p @ self._table @ np.linalg.inv(p)
         return Representation(self.group, self.irreps, p @ self.change_of_basis, name, table)
 
 

@@ -2,7 +2,7 @@ r"""Learnable equivariant matrices: parameters -> W in Hom_G(rho_in, rho_out), f
 
 For every distinct pair (input representation, output representation) the fields of that pair share one
 :class:`~epdo.groups.intertwiners.HomStructure`; the parameters of the pair are a tensor
-``(n_out_fields, n_in_fields, n_params)`` and expand as :math:`W = Q_{out} M(w) Q_{in}^\top` (no dense basis
+``(n_out_fields, n_in_fields, n_params)`` and expand as :math:`W = Q_{out} M(w) Q_{in}^{-1}` (no dense basis
 is ever stored, so even D16 fields with order-4 PDOs build in milliseconds).
 """
 
@@ -51,7 +51,7 @@ class HomExpansion(nn.Module):
                 k = len(self._blocks)
                 self.weights.append(nn.Parameter(torch.empty(len(out_fields), len(in_fields), s.n_params, **fk)))
                 self.register_buffer(f"_q_out{k}", torch.tensor(s.q_out, **fk), persistent=False)
-                self.register_buffer(f"_q_in{k}", torch.tensor(s.q_in, **fk), persistent=False)
+                self.register_buffer(f"_q_in_inv{k}", torch.tensor(s.q_in_inv, **fk), persistent=False)
                 self.register_buffer(f"_val{k}", torch.tensor(s.value, **fk), persistent=False)
                 self._blocks.append(dict(param=torch.as_tensor(s.param), row=torch.as_tensor(s.row),
                                          col=torch.as_tensor(s.col), d_out=ro.size, d_in=ri.size,
@@ -75,7 +75,7 @@ class HomExpansion(nn.Module):
             no, ni, _ = w.shape
             m = w.new_zeros(no, ni, b["d_out"], b["d_in"])
             m[:, :, b["row"], b["col"]] = w[:, :, b["param"]] * getattr(self, f"_val{k}")
-            full = getattr(self, f"_q_out{k}") @ m @ getattr(self, f"_q_in{k}").T
+            full = getattr(self, f"_q_out{k}") @ m @ getattr(self, f"_q_in_inv{k}")
             block = full.permute(0, 2, 1, 3).reshape(no * b["d_out"], ni * b["d_in"])
             if len(self._blocks) == 1 and no * b["d_out"] == self.out_size and ni * b["d_in"] == self.in_size \
                     and _is_identity(b["rows"]) and _is_identity(b["cols"]):
