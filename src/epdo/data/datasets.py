@@ -80,9 +80,10 @@ class ImageDataset(Dataset):
             raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(imgs.shape)}")
         if imgs.dtype == torch.uint8:
             imgs = imgs.to(torch.float32) / 255.0
-        else:
-            imgs = imgs.to(torch.float32)
-        labs = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).to(torch.int64)
+        else:  # copy: never alias caller-owned or cached arrays
+            imgs = imgs.to(torch.float32, copy=True)
+        labs = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+        labs = labs.to(torch.int64, copy=True)
         if labs.shape != (imgs.shape[0],):
             raise ValueError(f"labels must have shape ({imgs.shape[0]},), got {tuple(labs.shape)}")
         self.images: torch.Tensor = imgs.contiguous()
@@ -128,9 +129,13 @@ def _sample_path() -> resources.abc.Traversable:
     return resources.files("epdo.data").joinpath("assets", "sample.npz")
 
 
-@functools.lru_cache(maxsize=1)
 def load_sample() -> dict[str, np.ndarray]:
-    """The embedded sample (``epdo/data/assets/sample.npz``): uint8 images, labels, angles, sources."""
+    """The embedded sample (``epdo/data/assets/sample.npz``): uint8 images, labels, angles, sources (copies)."""
+    return {k: v.copy() for k, v in _load_sample_cached().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _load_sample_cached() -> dict[str, np.ndarray]:
     ref = _sample_path()
     if not ref.is_file():
         raise DataNotFoundError(
@@ -195,7 +200,7 @@ def get_dataset(
         )
 
     if name == "sample":
-        part = _pick(load_sample(), name, split, keys + ("angles", "source"))
+        part = _pick(_load_sample_cached(), name, split, keys + ("angles", "source"))
         desc = (
             f"sample: embedded REPLICA sample of MNIST-rot ({SAMPLE_N_TRAIN} train / {SAMPLE_N_TEST} test "
             f"prefix of the seed-{SAMPLE_SEED} replica), {split} split"
