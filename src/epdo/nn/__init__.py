@@ -5,5 +5,6 @@ Each engineer adds the import line of their module here.
 
 from .base import EquivariantModule
 from .expansion import FieldBias, HomExpansion
+from .pdoconv import PDOConv
 
-__all__ = ["EquivariantModule", "FieldBias", "HomExpansion"]
+__all__ = ["EquivariantModule", "FieldBias", "HomExpansion", "PDOConv"]

@@ -40,7 +40,7 @@ class HomExpansion(nn.Module):
         self._blocks: list[dict] = []
         uniq_in = list(dict.fromkeys(in_reps))
         uniq_out = list(dict.fromkeys(out_reps))
-        fk = dict(device=device, dtype=dtype)
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         for ro in uniq_out:
             out_fields = [i for i, r in enumerate(out_reps) if r == ro]
             for ri in uniq_in:
@@ -107,7 +107,7 @@ class FieldBias(nn.Module):
                     embed.append(v)
             start += r.size
         self.num_params = len(embed)
-        fk = dict(device=device, dtype=dtype)
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self.bias = nn.Parameter(torch.zeros(len(embed), **fk)) if embed else None
         if embed:
             self.register_buffer("_embed", torch.tensor(np.stack(embed, 1), **fk), persistent=False)
