@@ -50,7 +50,7 @@ def _nullspace(a: np.ndarray, tol: float = _TOL) -> np.ndarray:
 
 def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: int,
               max_frequency: int | None = None) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
-    """Decompose a representation into irreps numerically.
+    r"""Decompose a representation into irreps numerically.
 
     A non-orthogonal rho is first made orthogonal, :math:`\rho_o = S\rho S^{-1}` with
     :math:`S = (\mathrm{mean}_g \rho(g)^\top\rho(g))^{1/2}` averaged over the group (for continuous groups
@@ -72,8 +72,9 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     avg_elems = group.elements if group.is_finite else tuple(
         group.element(s, 2 * np.pi * k / (2 * L + 1)) for s in ((0, 1) if group.reflections else (0,))
         for k in range(2 * L + 1))
-    gram = sum(np.asarray(matrix(g), dtype=np.float64).T @ np.asarray(matrix(g), dtype=np.float64)
-               for g in avg_elems) / len(avg_elems)
+    all_mats = [np.asarray(matrix(g), dtype=np.float64) for g in avg_elems]
+    gram = sum(m.T @ m for m in all_mats) / len(avg_elems)
+    chars = np.array([np.trace(m) for m in all_mats])
     orthogonal = np.allclose(gram, np.eye(size), atol=1e-10)
     if orthogonal:
         sq, sq_inv = np.eye(size), np.eye(size)
@@ -88,6 +89,9 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     proj = np.zeros((size, size))
     for psi in candidates:
         d = irrep_dim(group, psi)
+        chi_psi = np.array([np.trace(irrep_matrix(group, psi, g)) for g in avg_elems])
+        if abs(chars @ chi_psi) < 1e-6 * len(avg_elems):  # multiplicity zero (character orthogonality)
+            continue
         rows = [np.kron(m, np.eye(d)) - np.kron(np.eye(size), irrep_matrix(group, psi, g).T)
                 for m, g in zip(mats, gens)]
         null = _nullspace(np.concatenate(rows, axis=0) if rows else np.zeros((0, size * d)))
