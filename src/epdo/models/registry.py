@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -326,6 +327,24 @@ def _epdo_version() -> str:
         return str(getattr(epdo, "__version__", "unknown"))
 
 
+def _plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` with str/int/float subclasses made plain; ``TypeError`` for what ``weights_only`` cannot load."""
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, (torch.Tensor, torch.dtype, torch.Size)):
+        return obj
+    if isinstance(obj, bool):
+        return bool(obj)
+    for t in (str, int, float):
+        if isinstance(obj, t):
+            return t(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k if type(k) in (str, int) else _plain(k, where), _plain(v, f"{where}[{k!r}]")) for k, v in obj.items()) \
+            if type(obj) in (dict, OrderedDict) else {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a weights_only checkpoint")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
     """Atomically write ``model`` (built by :func:`create_model`) and ``extra`` entries to ``path``.
 
@@ -339,7 +358,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "epdo_version": _epdo_version(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "model": name,
         "model_kwargs": dict(getattr(inner, "epdo_model_kwargs", {})),
         "state_dict": clean_state_dict(inner.state_dict()),
@@ -348,6 +367,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     if clash:
         raise ValueError(f"save_checkpoint: reserved keys {sorted(clash)}")
     ckpt.update(extra)
+    ckpt = _plain(ckpt)
     atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
 
 
@@ -363,8 +383,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, disallowed pickle globals, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {msg[:200]})") from e
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else "")
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {detail[:300]})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an epdo checkpoint (no format marker {CHECKPOINT_FORMAT!r})")
     for key, typ in (("model", str), ("model_kwargs", dict), ("state_dict", dict)):
