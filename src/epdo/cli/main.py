@@ -1,0 +1,93 @@
+"""Entry point of the ``epdo`` command: argparse subcommands and one-line user errors.
+
+Subcommands: ``train``, ``evaluate``, ``equivariance``, ``models``. User errors (unknown model,
+missing or corrupt files, bad option values) print ``epdo <cmd>: error: <message>`` and exit with
+status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import equivariance, evaluate, train
+from .common import CLIError, format_count, format_table, setup_logging
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from epdo.models import CheckpointError, UnknownModelError
+
+    errors: list[type[BaseException]] = [CLIError, UnknownModelError, CheckpointError, FileNotFoundError,
+                                         IsADirectoryError, NotADirectoryError, PermissionError]
+    try:
+        from epdo.data.errors import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _models(args: argparse.Namespace) -> int:
+    import epdo.models as models
+
+    names = models.list(args.pattern)
+    if not names:
+        raise CLIError(f"no model matches {args.pattern!r}; known: {', '.join(models.list())}")
+    rows = []
+    for name in names:
+        info = models.get_model_info(name)
+        n = models.count_parameters(models.create(name))
+        ratio = f"{n / info.paper_params:.3f}" if info.paper_params else "-"
+        rows.append([name, f"{n:,}", format_count(n), f"{info.paper_params:,}" if info.paper_params else "-", ratio,
+                     f"{info.train.optimizer} lr={info.train.lr:g} {info.train.schedule} {info.train.epochs}ep bs{info.train.batch_size}",
+                     info.paper])
+    print(format_table(["model", "params", "", "paper", "ratio", "recipe", "source"], rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="epdo", description="Equivariant networks from partial differential operators.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a registered model", description=train.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_arguments(p)
+    p.set_defaults(func=train.run)
+
+    p = sub.add_parser("evaluate", help="test error of a checkpoint (vs rotation, under perturbations)", description=evaluate.__doc__)
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.run)
+
+    p = sub.add_parser("equivariance", help="per-angle invariance error of a model's logits", description=equivariance.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    equivariance.add_arguments(p)
+    p.set_defaults(func=equivariance.run)
+
+    p = sub.add_parser("models", help="registered models: parameters vs the paper's")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*cnn*'")
+    p.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``epdo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    setup_logging(verbose=not args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"epdo {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"epdo {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,397 @@
+"""``epdo train``: seeded, resumable training with the registry's per-model recipe.
+
+Files in ``--out``: ``metrics.jsonl`` (one line per epoch), ``last.pt`` and ``best.pt`` (lowest
+validation error; written atomically), ``results.json`` and ``curves.png`` at the end.
+Under ``torchrun`` the model is wrapped in DDP (NCCL on GPUs, gloo on CPU), batches come from a
+``DistributedSampler`` and only rank 0 writes files or shows progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import epdo.models as models
+from epdo.models.registry import TrainDefaults, _epdo_version, load_state, read_checkpoint, save_checkpoint
+
+from .common import (
+    DATA_NAMES,
+    CLIError,
+    DistContext,
+    IndexedBatches,
+    append_jsonl,
+    dataset_label,
+    dataset_tensors,
+    evaluate,
+    format_count,
+    get_rng_state,
+    load_split,
+    machine_info,
+    new_figure,
+    out_dir,
+    parse_model_kwargs,
+    rotate,
+    save_figure,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+    write_json,
+    write_jsonl,
+)
+
+logger = logging.getLogger("epdo.cli.train")
+
+#: Set to an epoch number to make training raise :class:`SimulatedFailure` right after that
+#: epoch's files are written (used by the resume tests to simulate a crash).
+FAIL_AFTER_EPOCH_ENV = "EPDO_FAIL_AFTER_EPOCH"
+
+# options whose value must not change when resuming (None: not given on the command line)
+_RECIPE_OPTIONS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "augment_rotation")
+_RUN_OPTIONS = ("model", "data", "data_seed", "seed", "limit_train", "limit_eval")
+
+
+class SimulatedFailure(RuntimeError):
+    """Raised after epoch ``$EPDO_FAIL_AFTER_EPOCH`` (tests of ``--resume``)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registered model name (see `epdo models`)")
+    p.add_argument("--model-kw", action="append", metavar="KEY=VALUE", help="model keyword argument (repeatable; Python literal)")
+    p.add_argument("--data", choices=DATA_NAMES, help="dataset (default rotmnist-replica)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, results.json)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the model's paper recipe)")
+    p.add_argument("--batch-size", type=int, help="global batch size, split over processes (default: recipe)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: recipe)")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="optimizer (default: recipe)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: recipe)")
+    p.add_argument("--schedule", choices=("constant", "exponential", "step", "cosine"), help="lr schedule (default: recipe)")
+    p.add_argument("--augment-rotation", action=argparse.BooleanOptionalAction, default=None, help="random rotations of training images")
+    p.add_argument("--seed", type=int, help="seed of initialisation, shuffling, augmentation, dropout (default 0)")
+    p.add_argument("--data-dir", help="folder with the raw data files")
+    p.add_argument("--cache-dir", help="folder for cached/generated datasets")
+    p.add_argument("--data-seed", type=int, help="seed of the dataset (replica generation, validation split; default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (starts afresh if there is none)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images (tests)")
+    p.add_argument("--limit-eval", type=int, help="use only the first N validation and test images (tests)")
+    p.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation (default 500)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: when stderr is a terminal)")
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path) -> dict[str, Any]:
+    """Run configuration: command line > checkpoint (when resuming) > model recipe."""
+    given = {k: getattr(args, k) for k in _RUN_OPTIONS + _RECIPE_OPTIONS}
+    kw = parse_model_kwargs(args.model_kw) if args.model_kw is not None else None
+    if ckpt is not None:
+        cfg = dict(ckpt["config"])
+        recipe = dict(cfg["train"])
+        for k, v in given.items():
+            old = recipe[k] if k in _RECIPE_OPTIONS else cfg[k]
+            if v is not None and v != old:
+                raise CLIError(f"{last_path}: --{k.replace('_', '-')} {v} differs from the checkpoint's {old!r}; "
+                               "resume with the same settings or use another --out")
+        if kw is not None and kw != cfg["model_kwargs"]:
+            raise CLIError(f"{last_path}: --model-kw {kw} differs from the checkpoint's {cfg['model_kwargs']}")
+        if args.epochs is not None:
+            cfg["epochs"] = args.epochs
+        return cfg
+    if args.model is None:
+        raise CLIError("--model is required (unless resuming a run with --resume)")
+    info = models.get_model_info(args.model)
+    recipe = info.train.replace(
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        batch_size=args.batch_size, augment_rotation=args.augment_rotation, epochs=args.epochs,
+    )
+    return {
+        "model": args.model,
+        "model_kwargs": kw or {},
+        "data": args.data or "rotmnist-replica",
+        "data_seed": 0 if args.data_seed is None else args.data_seed,
+        "seed": 0 if args.seed is None else args.seed,
+        "limit_train": args.limit_train,
+        "limit_eval": args.limit_eval,
+        "epochs": recipe.epochs,
+        "train": recipe.as_dict(),
+    }
+
+
+def build_optimizer(model: nn.Module, recipe: TrainDefaults) -> torch.optim.Optimizer:
+    """The recipe's optimizer; ``decay_scope="weights"`` exempts biases, norm layers, the last linear
+    layer and the names in ``model.no_weight_decay()`` (timm convention) from weight decay."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if recipe.decay_scope == "weights" and recipe.weight_decay > 0:
+        exempt = set(getattr(model, "no_weight_decay", lambda: set())())
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        last_linear = linears[-1] if linears else None
+        for mname, m in model.named_modules():
+            is_norm = isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) or "Norm" in type(m).__name__
+            if is_norm or mname == last_linear:
+                exempt.update(f"{mname}.{pn}" if mname else pn for pn, _ in m.named_parameters(recurse=False))
+        decay = [p for n, p in params if n not in exempt and not n.endswith("bias")]
+        no_decay = [p for n, p in params if n in exempt or n.endswith("bias")]
+        groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for _, p in params], "weight_decay": recipe.weight_decay}]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """One angle per training sample for this epoch: a function of (seed, epoch, sample index) only,
+    so single-process and DDP runs, and resumed runs, see the same rotations."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7919)
+    return torch.rand(n, generator=g, dtype=torch.float64) * 360.0
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def run(args: argparse.Namespace) -> int:
+    prev_det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    ctx = setup_distributed(args.device)
+    try:
+        if ctx.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        # CPU kernels are deterministic; on GPUs some (e.g. max-pool backward) only warn
+        torch.use_deterministic_algorithms(True, warn_only=ctx.device.type != "cpu")
+        return _train(args, ctx)
+    finally:
+        torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+        ctx.close()
+
+
+def _train(args: argparse.Namespace, ctx: DistContext) -> int:
+    t_session = time.perf_counter()
+    out = out_dir(args.out) if ctx.is_main else Path(args.out)
+    ctx.barrier()
+    last_path, best_path, metrics_path = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
+    ckpt = None
+    if args.resume and last_path.exists():
+        ckpt = read_checkpoint(last_path)
+        if "config" not in ckpt or "epoch" not in ckpt:
+            raise models.CheckpointError(f"{last_path}: not a training checkpoint of `epdo train` (no config/epoch)")
+    elif args.resume:
+        logger.info("--resume: no %s yet, starting a new run", last_path)
+    elif last_path.exists():
+        raise CLIError(f"{out} already holds a run ({last_path.name}); pass --resume to continue it or choose another --out")
+    cfg = _resolve_config(args, ckpt, last_path)
+    recipe = TrainDefaults(**{**cfg["train"], "milestones": tuple(cfg["train"]["milestones"])})
+    epochs = int(cfg["epochs"])
+    if epochs < 1:
+        raise CLIError(f"--epochs must be positive, got {epochs}")
+    if recipe.batch_size % ctx.world_size:
+        raise CLIError(f"--batch-size {recipe.batch_size} is not divisible by the {ctx.world_size} processes")
+    info = models.get_model_info(cfg["model"])
+
+    # data (train/valid for model selection; test only at the end, with the best checkpoint)
+    data_args = (args.data_dir, args.cache_dir, cfg["data_seed"])
+    train_ds = load_split(cfg["data"], "train", *data_args)
+    valid_ds = load_split(cfg["data"], "valid", *data_args)
+    x_train, y_train = dataset_tensors(train_ds, cfg["limit_train"])
+    x_valid, y_valid = dataset_tensors(valid_ds, cfg["limit_eval"])
+
+    # model, optimizer, schedule; everything seeded
+    seed_everything(cfg["seed"])
+    try:
+        model = models.create(cfg["model"], **cfg["model_kwargs"])
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"cannot build model {cfg['model']!r} with {cfg['model_kwargs']}: {e}") from None
+    n_params = models.count_parameters(model)
+    model.to(ctx.device)
+    net: nn.Module = model
+    if ctx.distributed:
+        if ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index])
+        else:
+            net = nn.parallel.DistributedDataParallel(model)
+    optimizer = build_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: recipe.lr_factor(e, epochs))
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best = 0, {"epoch": None, "valid_error": float("inf")}
+    train_time = 0.0
+    resumed_at: list[int] = []
+    if ckpt is not None:
+        load_state(model, ckpt, last_path, expected_model=cfg["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch = int(ckpt["epoch"])
+        history = [dict(h) for h in ckpt["history"]]
+        best = dict(ckpt["best"])
+        train_time = float(ckpt["train_time_s"])
+        resumed_at = [int(e) for e in ckpt.get("resumed_at", [])] + [start_epoch]
+        if ctx.is_main:
+            write_jsonl(metrics_path, history)  # drop lines of epochs after the checkpoint
+        logger.info("resuming %s at epoch %d/%d", last_path, start_epoch, epochs)
+    elif ctx.is_main:
+        write_jsonl(metrics_path, [])
+
+    logger.info(
+        "%s: %s parameters (paper: %s); %s on %s (%d train, %d valid); %s lr %g, %s schedule, %d epochs, batch %d%s; %s x%d",
+        cfg["model"], format_count(n_params), format_count(info.paper_params), cfg["data"],
+        "replica" if getattr(train_ds, "is_replica", False) else "data", len(y_train), len(y_valid),
+        recipe.optimizer, recipe.lr, recipe.schedule, epochs, recipe.batch_size,
+        ", rotation augmentation" if recipe.augment_rotation else "", ctx.device, ctx.world_size,
+    )
+
+    sampler = torch.utils.data.DistributedSampler(
+        IndexedBatches(x_train, y_train), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg["seed"], drop_last=False
+    )
+    loader = torch.utils.data.DataLoader(
+        IndexedBatches(x_train, y_train),
+        sampler=torch.utils.data.BatchSampler(sampler, recipe.batch_size // ctx.world_size, drop_last=False),
+        batch_size=None,
+        num_workers=args.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    fail_after = os.environ.get(FAIL_AFTER_EPOCH_ENV)
+    # progress bars on rank 0 only; by default only when stderr is a terminal (tqdm's disable=None)
+    no_bar = True if not ctx.is_main or args.progress is False else (None if args.progress is None else False)
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        net.train()
+        sampler.set_epoch(epoch)
+        angles = _augment_angles(cfg["seed"], epoch, len(y_train)) if recipe.augment_rotation else None
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        wrong = torch.zeros((), dtype=torch.int64)
+        seen = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=no_bar)
+        for step, (x, y, idx) in enumerate(bar):
+            if angles is not None:
+                x = rotate(x, angles[idx])
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise CLIError(f"training diverged: non-finite loss at epoch {epoch + 1}, step {step + 1}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double().cpu() * len(y)
+            wrong += (logits.detach().argmax(1) != y).sum().cpu()
+            seen += len(y)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{lr:.3g}")
+        bar.close()
+        scheduler.step()
+        tr_loss, tr_wrong, tr_n = ctx.all_reduce_sum([loss_sum, wrong, seen])
+        ctx.broadcast_buffers(model)  # evaluate every rank with rank 0's batch-norm statistics
+        va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size)
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": tr_loss / tr_n,
+            "train_acc": 100.0 * (1.0 - tr_wrong / tr_n),
+            "valid_loss": va_loss,
+            "valid_error": va_err,
+            "epoch_time_s": epoch_time,
+        }
+        history.append(row)
+        improved = va_err < best["valid_error"]
+        if improved:
+            best = {"epoch": epoch + 1, "valid_error": va_err}
+        if ctx.is_main:
+            state = dict(
+                config=cfg, epoch=epoch + 1, metrics=row, history=history, best=best, train_time_s=train_time,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=get_rng_state(), resumed_at=resumed_at,
+            )
+            if improved:
+                save_checkpoint(best_path, model, **state)
+            save_checkpoint(last_path, model, **state)
+            append_jsonl(metrics_path, row)
+        logger.info(
+            "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  valid loss %.4f error %.2f%%%s  (%.1fs)",
+            epoch + 1, epochs, lr, row["train_loss"], row["train_acc"], va_loss, va_err, "  *best*" if improved else "", epoch_time,
+        )
+        ctx.barrier()
+        if fail_after is not None and epoch + 1 == int(fail_after):
+            raise SimulatedFailure(f"{FAIL_AFTER_EPOCH_ENV}={fail_after}: simulated failure after epoch {epoch + 1}")
+
+    # test error of the best checkpoint (by validation error)
+    ctx.barrier()
+    test_ds = load_split(cfg["data"], "test", *data_args)
+    x_test, y_test = dataset_tensors(test_ds, cfg["limit_eval"])
+    best_ckpt = read_checkpoint(best_path)
+    load_state(model, best_ckpt, best_path, expected_model=cfg["model"])
+    te_loss, te_err, te_n = evaluate(model, x_test, y_test, ctx.device, ctx, args.eval_batch_size)
+    logger.info("test error %.2f%% (best epoch %s, valid error %.2f%%, n=%d)", te_err, best["epoch"], best["valid_error"], te_n)
+    if ctx.is_main:
+        argv = getattr(args, "argv", None)
+        results = {
+            "command": "epdo " + shlex.join(argv) if argv is not None else None,
+            "model": cfg["model"],
+            "model_kwargs": cfg["model_kwargs"],
+            "params": n_params,
+            "paper_params": info.paper_params,
+            "paper": info.paper,
+            "paper_error": info.paper_error,
+            "dataset": dataset_label(cfg["data"], test_ds),
+            "n_train": len(y_train),
+            "n_valid": len(y_valid),
+            "n_test": te_n,
+            "seed": cfg["seed"],
+            "data_seed": cfg["data_seed"],
+            "epochs": epochs,
+            "train": cfg["train"],
+            "best_epoch": best["epoch"],
+            "best_valid_error": best["valid_error"],
+            "test_error": te_err,
+            "test_loss": te_loss,
+            "final": history[-1] if history else None,
+            "wall_time_s": train_time,
+            "session_wall_time_s": time.perf_counter() - t_session,
+            "resumed_at_epochs": resumed_at,
+            "machine": machine_info(ctx),
+            "epdo_version": _epdo_version(),
+            "deterministic": True,
+        }
+        write_json(out / "results.json", results)
+        _plot_curves(history, out / "curves.png", f"{cfg['model']} on {results['dataset']['label']}")
+        logger.info("wrote %s", out / "results.json")
+    return 0
+
+
+def _plot_curves(history: list[dict], path: Path, title: str) -> None:
+    if not history:
+        return
+    fig = new_figure(ncols=2)
+    if fig is None:
+        return
+    ax_loss, ax_err = fig.axes
+    ep = [h["epoch"] for h in history]
+    ax_loss.plot(ep, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(ep, [h["valid_loss"] for h in history], label="valid")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=title)
+    ax_err.plot(ep, [100.0 - h["train_acc"] for h in history], label="train")
+    ax_err.plot(ep, [h["valid_error"] for h in history], label="valid")
+    ax_err.set(xlabel="epoch", ylabel="error (%)", yscale="log")
+    for ax in fig.axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    save_figure(fig, path)
