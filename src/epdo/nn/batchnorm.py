@@ -1,0 +1,158 @@
+r"""Batch normalisation with statistics shared within each field (equivariant in train and eval mode).
+
+For a field f with representation :math:`\rho = Q(\oplus_i\psi_i)Q^{-1}`:
+
+- **mean**: only components that transform trivially may be shifted. For permutation fields (regular,
+  quotient) the mean is pooled over the field's channels (and batch and space), :math:`\mu\mathbf 1`;
+  for other fields the batch mean is projected onto the trivial isotypic component,
+  :math:`P_0\,\mathrm{mean}(f)` with :math:`P_0 = Q E_{trivial} Q^{-1}` (zero for fields without trivial
+  irreps).
+- **variance**: one number per field, the mean over batch and space of :math:`\|Q^{-1}(f-\mu)\|^2/d`
+  (the squared norm, which is invariant; d the field's size). For permutation fields this is the variance
+  pooled over the field's channels.
+- **affine**: one weight per field, and a bias only on the trivial components (as
+  :class:`~epdo.nn.expansion.FieldBias`).
+
+.. math:: y = \gamma\,\frac{f - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta.
+
+This is escnn's ``InnerBatchNorm`` for permutation fields and its ``IIDBatchNorm`` approach for the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..fields import FieldType
+from .base import EquivariantModule
+from .expansion import FieldBias
+from .nonlinearities import is_permutation_representation
+
+__all__ = ["FieldBatchNorm"]
+
+
+def _mean_projector(rep) -> np.ndarray:
+    """The projector that maps a field's channel means to the equivariant shift (see the module doc)."""
+    d = rep.size
+    if is_permutation_representation(rep):
+        return np.full((d, d), 1.0 / d)
+    q, qinv = rep.change_of_basis, rep.change_of_basis_inv
+    e = np.zeros((d, d))
+    for psi, sl in rep.irrep_slices():
+        if psi == (0, 0):
+            e[sl, sl] = 1.0
+    return q @ e @ qinv
+
+
+class FieldBatchNorm(EquivariantModule):
+    r"""Equivariant batch normalisation over (B, H, W) with one variance per field.
+
+    See the module documentation for the formulas. Running statistics (``running_mean`` per channel,
+    already projected, and ``running_var`` per field) are updated in training mode with ``momentum``
+    (``None``: cumulative average, as in torch) and used in eval mode.
+
+    Args:
+        in_type: field type (any representations).
+        eps: added to the variance.
+        momentum: running-statistics momentum (torch convention), or None.
+        affine: learn one weight per field and a bias on the trivial components.
+        device, dtype: of parameters and buffers.
+
+    Shape:
+        (B, in_type.size, H, W) -> same.
+
+    >>> from epdo import groups, fields
+    >>> G = groups.cyclic(8)
+    >>> bn = FieldBatchNorm(fields.FieldType(G, [G.regular, G.irrep(0, 1)]))
+    >>> bn(torch.randn(4, 10, 5, 5)).shape
+    torch.Size([4, 10, 5, 5])
+    """
+
+    def __init__(self, in_type: FieldType, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 device=None, dtype=None):
+        super().__init__(in_type, in_type)
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"FieldBatchNorm: eps must be a non-negative number, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
+            raise ValueError(f"FieldBatchNorm: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = bool(affine)
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
+        reps = in_type.representations
+        c, n = in_type.size, len(reps)
+        proj = np.zeros((c, c))
+        qinv = np.zeros((c, c))
+        for r, sl in zip(reps, in_type.slices()):
+            proj[sl, sl] = _mean_projector(r)
+            qinv[sl, sl] = np.eye(r.size) if r.is_orthogonal else r.change_of_basis_inv
+        self.centre = bool(np.any(proj != 0))
+        self.orthogonal = all(r.is_orthogonal for r in reps)
+        self.register_buffer("_proj", torch.tensor(proj, **fk), persistent=False)
+        if not self.orthogonal:
+            self.register_buffer("_qinv", torch.tensor(qinv, **fk), persistent=False)
+        field_of_channel = np.concatenate([np.full(r.size, i) for i, r in enumerate(reps)])
+        self.register_buffer("_field_index", torch.as_tensor(field_of_channel, dtype=torch.long), persistent=False)
+        self.register_buffer("_field_size", torch.tensor([float(r.size) for r in reps], **fk), persistent=False)
+        self.register_buffer("running_mean", torch.zeros(c, **fk))
+        self.register_buffer("running_var", torch.ones(n, **fk))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(n, **fk))
+            self.bias_term = FieldBias(list(reps), **fk)
+        else:
+            self.register_parameter("weight", None)
+            self.bias_term = None
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias_term.bias is not None:
+                nn.init.zeros_(self.bias_term.bias)
+
+    def _field_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., n_fields): sum over each field's channels."""
+        out = t.new_zeros(*t.shape[:-1], len(self.in_type))
+        return out.index_add(-1, self._field_index, t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        dt = x.dtype
+        if self.training:
+            if x.shape[0] * x.shape[2] * x.shape[3] < 2:
+                raise ValueError(f"FieldBatchNorm: expected more than one value per channel in training mode, "
+                                 f"got input shape {tuple(x.shape)}")
+            mean = self._proj.to(dt) @ x.mean(dim=(0, 2, 3)) if self.centre else x.new_zeros(x.shape[1])
+            xc = x - mean.view(1, -1, 1, 1)
+            z = xc if self.orthogonal else torch.einsum("oc,bchw->bohw", self._qinv.to(dt), xc)
+            var = self._field_sum(z.square().mean(dim=(0, 2, 3))) / self._field_size.to(dt)
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                n = x.shape[0] * x.shape[2] * x.shape[3]
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * (n / (n - 1))
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        else:
+            mean, var = self.running_mean.to(dt), self.running_var.to(dt)
+            xc = x - mean.view(1, -1, 1, 1)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight.to(dt)
+        y = xc * scale.index_select(0, self._field_index).view(1, -1, 1, 1)
+        if self.affine:
+            b = self.bias_term()
+            if b is not None:
+                y = y + b.to(dt).view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.in_type}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
