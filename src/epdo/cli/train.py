@@ -112,10 +112,13 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
     if args.model is None:
         raise CLIError("--model is required (unless resuming a run with --resume)")
     info = models.get_model_info(args.model)
-    recipe = info.train.replace(
-        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-        batch_size=args.batch_size, augment_rotation=args.augment_rotation, epochs=args.epochs,
-    )
+    try:
+        recipe = info.train.replace(
+            optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+            batch_size=args.batch_size, augment_rotation=args.augment_rotation, epochs=args.epochs,
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     return {
         "model": args.model,
         "model_kwargs": kw or {},

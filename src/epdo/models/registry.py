@@ -91,8 +91,11 @@ class TrainDefaults:
         _check_choice("optimizer", self.optimizer, _OPTIMIZERS)
         _check_choice("schedule", self.schedule, _SCHEDULES)
         _check_choice("decay_scope", self.decay_scope, _DECAY_SCOPES)
-        if not (self.lr > 0 and self.epochs >= 1 and self.batch_size >= 1 and self.weight_decay >= 0):
-            raise ValueError(f"TrainDefaults: lr, epochs, batch_size must be positive and weight_decay >= 0, got {self}")
+        for key, ok in (("lr", self.lr > 0), ("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
+                        ("weight_decay", self.weight_decay >= 0), ("lr_decay", self.lr_decay > 0), ("burn_in", self.burn_in >= 0)):
+            if not ok:
+                need = "must be >= 0" if key in ("weight_decay", "burn_in") else "must be positive"
+                raise ValueError(f"{key} {need}, got {getattr(self, key)!r}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def as_dict(self) -> dict[str, Any]:

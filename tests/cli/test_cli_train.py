@@ -1,0 +1,171 @@
+"""``epdo train``: outputs, the registry's recipe, exact resume (also after a crash or a kill), user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import epdo.models as models
+from epdo.cli.train import FAIL_AFTER_EPOCH_ENV, SimulatedFailure, build_optimizer
+
+
+def _load(path):
+    return torch.load(path, weights_only=True)
+
+
+def _assert_same_final_state(a: Path, b: Path) -> None:
+    ca, cb = _load(a / "last.pt"), _load(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"]
+    for k, v in ca["state_dict"].items():
+        assert torch.equal(v, cb["state_dict"][k]), k
+    for i, s in ca["optimizer"]["state"].items():
+        for k, v in s.items():
+            assert torch.equal(v, cb["optimizer"]["state"][i][k]), (i, k)
+    assert torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
+    ra, rb = json.loads((a / "results.json").read_text()), json.loads((b / "results.json").read_text())
+    assert (ra["test_error"], ra["test_loss"], ra["best_epoch"]) == (rb["test_error"], rb["test_loss"], rb["best_epoch"])
+
+
+def test_outputs_and_recipe(trained_run, metrics_of):
+    rows = metrics_of(trained_run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_error"}
+    recipe = models.get_model_info("tiny-cnn").train
+    assert [r["lr"] for r in rows] == [recipe.lr * recipe.lr_factor(e) for e in (0, 1)] == [0.01, 0.005]
+    assert {p.name for p in trained_run.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl", "results.json", "curves.png"}
+    assert not [p for p in trained_run.iterdir() if p.name.endswith(".tmp")]
+
+    res = json.loads((trained_run / "results.json").read_text())
+    assert res["command"].startswith("epdo -q train --model tiny-cnn") and res["seed"] == 0 and res["epochs"] == 2
+    assert res["dataset"] == {"name": "sample", "dataset_name": "sample", "is_replica": True, "label": "sample (replica)"}
+    assert res["params"] == models.count_parameters(models.create("tiny-cnn"))
+    assert res["n_train"] == 256 and res["n_valid"] == 200 and res["n_test"] == 200
+    assert res["machine"]["cpu_count"] and res["machine"]["torch_threads"] >= 1 and res["machine"]["torch_version"] == torch.__version__
+    assert res["train"]["optimizer"] == recipe.optimizer and res["train"]["batch_size"] == recipe.batch_size
+    best = min(rows, key=lambda r: r["valid_error"])
+    assert res["best_epoch"] == best["epoch"] and res["best_valid_error"] == best["valid_error"]
+    assert _load(trained_run / "best.pt")["epoch"] == best["epoch"]
+    assert 0.0 <= res["test_error"] <= 100.0 and res["wall_time_s"] > 0
+
+    ckpt = _load(trained_run / "last.pt")  # the full training state, weights_only-loadable
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "tiny-cnn" and ckpt["epdo_version"]
+    assert {"optimizer", "scheduler", "rng", "history", "config", "metrics"} <= set(ckpt)
+    assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
+
+
+def test_resume_reaches_identical_metrics(cli, fast_args, trained_run, metrics_of, tmp_path):
+    out = tmp_path / "run"
+    assert cli("-q", "train", *fast_args, "--epochs", "1", "--out", out) == 0
+    assert len(metrics_of(out)) == 1
+    assert cli("-q", "train", "--resume", "--epochs", "2", "--out", out) == 0  # settings come from last.pt
+    assert metrics_of(out) == metrics_of(trained_run)  # bit-for-bit, except wall time
+    _assert_same_final_state(out, trained_run)
+    assert json.loads((out / "results.json").read_text())["resumed_at_epochs"] == [1]
+
+
+def test_resume_after_simulated_crash(cli, fast_args, trained_run, metrics_of, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
+    with pytest.raises(SimulatedFailure):
+        cli("-q", "train", *fast_args, "--epochs", "2", "--out", out)
+    monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
+    assert len(metrics_of(out)) == 1 and not (out / "results.json").exists()
+    # a stray line of an epoch after the checkpoint (killed between the two writes) is dropped on resume
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "partial": true}\n')
+    assert cli("-q", "train", *fast_args, "--epochs", "2", "--out", out, "--resume") == 0
+    assert metrics_of(out) == metrics_of(trained_run)
+    _assert_same_final_state(out, trained_run)
+
+
+def test_resume_after_kill(cli, fast_args, trained_run, metrics_of, tmp_path):
+    """SIGKILL a training subprocess as soon as its first checkpoint exists, then resume."""
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # same float arithmetic as this process
+    proc = subprocess.Popen([sys.executable, "-m", "epdo", "-q", "train", *fast_args, "--epochs", "2", "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and (out / "last.pt").exists(), err.decode()
+    _load(out / "last.pt")  # never a half-written file
+    assert cli("-q", "train", *fast_args, "--epochs", "2", "--out", out, "--resume") == 0
+    assert metrics_of(out) == metrics_of(trained_run)
+    _assert_same_final_state(out, trained_run)
+
+
+def test_options_override_the_recipe(cli, fast_args, tmp_path):
+    out = tmp_path / "run"
+    argv = [*fast_args, "--limit-train", "64", "--epochs", "1", "--out", out, "--optimizer", "sgd", "--lr", "0.1",
+            "--schedule", "cosine", "--batch-size", "16", "--weight-decay", "0", "--augment-rotation", "--seed", "3",
+            "--model-kw", "channels=[4, 8, 8]", "--progress"]
+    assert cli("-q", "train", *argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["train"]["optimizer"] == "sgd" and res["train"]["lr"] == 0.1 and res["train"]["schedule"] == "cosine"
+    assert res["train"]["augment_rotation"] is True and res["seed"] == 3 and res["n_train"] == 64
+    assert res["model_kwargs"] == {"channels": [4, 8, 8]}
+    assert models.load(out / "best.pt").features[0].out_channels == 4
+
+
+def test_weight_decay_groups():
+    model = models.create("tiny-cnn")
+    recipe = models.TrainDefaults(weight_decay=0.1, decay_scope="weights")
+    opt = build_optimizer(model, recipe)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert decayed == {"features.0.weight", "features.4.weight", "features.8.weight"}  # convs; not BN, not the classifier
+    assert len(build_optimizer(model, recipe.replace(decay_scope="all")).param_groups) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vanila-cnn"], "unknown model 'vanila-cnn'. Did you mean: vanilla-cnn"),
+        (["--data", "sample"], "--model is required"),
+        (["--model", "tiny-cnn", "--data", "mnist", "--data-dir", "/nonexistent/epdo-data"], "/nonexistent/epdo-data"),
+        (["--model", "tiny-cnn", "--model-kw", "dropout"], "--model-kw expects KEY=VALUE"),
+        (["--model", "tiny-cnn", "--model-kw", "activation='gelu'"], "activation must be one of"),
+        (["--model", "tiny-cnn", "--batch-size", "0"], "batch_size must be positive"),
+    ],
+)
+def test_user_errors_are_one_line(cli, capsys, tmp_path, argv, message):
+    assert cli("train", *argv, "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("epdo train: error: ") and message in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_resume_errors(cli, capsys, fast_args, trained_run, tmp_path):
+    # an existing run is never overwritten without --resume
+    assert cli("train", *fast_args, "--out", trained_run) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    # resuming with other settings names the checkpoint
+    assert cli("train", "--resume", "--lr", "0.5", "--out", trained_run) == 2
+    assert f"{trained_run / 'last.pt'}: --lr 0.5 differs" in capsys.readouterr().err
+    assert cli("train", "--resume", "--model", "vanilla-cnn", "--out", trained_run) == 2
+    assert "--model vanilla-cnn differs from the checkpoint's 'tiny-cnn'" in capsys.readouterr().err
+    # a corrupt last.pt
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "last.pt").write_bytes(b"\x00" * 100)
+    assert cli("train", "--resume", "--out", bad) == 2
+    assert f"{bad / 'last.pt'}: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_bad_choice_exits_2(cli):
+    with pytest.raises(SystemExit) as ei:
+        cli("train", "--model", "tiny-cnn", "--data", "imagenet", "--out", "x")
+    assert ei.value.code == 2
