@@ -141,8 +141,9 @@ class FieldBatchNorm(EquivariantModule):
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
                 unbiased = var.detach() * (n / (n - 1))
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-        else:
-            mean, var = self.running_mean.to(dt), self.running_var.to(dt)
+        else:  # re-project: a loaded or low-precision running_mean may have left the trivial subspace
+            mean = self._proj.to(dt) @ self.running_mean.to(dt) if self.centre else x.new_zeros(x.shape[1])
+            var = self.running_var.to(dt)
             xc = x - mean.view(1, -1, 1, 1)
         scale = torch.rsqrt(var + self.eps)
         if self.affine:

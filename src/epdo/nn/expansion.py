@@ -53,7 +53,8 @@ class HomExpansion(nn.Module):
                 self.register_buffer(f"_q_out{k}", torch.tensor(s.q_out, **fk), persistent=False)
                 self.register_buffer(f"_q_in_inv{k}", torch.tensor(s.q_in_inv, **fk), persistent=False)
                 self.register_buffer(f"_val{k}", torch.tensor(s.value, **fk), persistent=False)
-                self._blocks.append(dict(param=torch.as_tensor(s.param), row=torch.as_tensor(s.row),
+                self.register_buffer(f"_scale{k}", torch.ones(s.n_params, **fk), persistent=False)
+                self._blocks.append(dict(rho_in=ri, rho_out=ro, param=torch.as_tensor(s.param), row=torch.as_tensor(s.row),
                                          col=torch.as_tensor(s.col), d_out=ro.size, d_in=ri.size,
                                          rows=torch.as_tensor(_channel_index(out_reps, out_fields)),
                                          cols=torch.as_tensor(_channel_index(in_reps, in_fields))))
@@ -67,6 +68,13 @@ class HomExpansion(nn.Module):
         for w in self.weights:
             nn.init.normal_(w)
 
+    def block_scales(self) -> list[tuple[Representation, Representation, torch.Tensor]]:
+        """For each parameter block: (rho_in, rho_out, its per-parameter scale buffer).
+
+        Layers use the scales to normalise basis elements (e.g. PDOConv: unit-norm discretised filters).
+        """
+        return [(b["rho_in"], b["rho_out"], getattr(self, f"_scale{k}")) for k, b in enumerate(self._blocks)]
+
     def forward(self) -> torch.Tensor:
         ref = self.weights[0] if len(self.weights) else None
         out = torch.zeros(self.out_size, self.in_size, device=None if ref is None else ref.device,
@@ -74,6 +82,7 @@ class HomExpansion(nn.Module):
         for k, (w, b) in enumerate(zip(self.weights, self._blocks)):
             no, ni, _ = w.shape
             m = w.new_zeros(no, ni, b["d_out"], b["d_in"])
+            w = w * getattr(self, f"_scale{k}")
             m[:, :, b["row"], b["col"]] = w[:, :, b["param"]] * getattr(self, f"_val{k}")
             full = getattr(self, f"_q_out{k}") @ m @ getattr(self, f"_q_in_inv{k}")
             block = full.permute(0, 2, 1, 3).reshape(no * b["d_out"], ni * b["d_in"])

@@ -34,6 +34,26 @@ def _derivative_field_rep(rep: Representation, order: int) -> Representation:
     return derivative_representation(rep.group, order).tensor(rep)
 
 
+@lru_cache(maxsize=None)
+def _basis_filter_norms(rho_in: Representation, rho_out: Representation, order: int,
+                        disc: Discretization) -> np.ndarray:
+    """Frobenius norm of the discretised filter of each Hom basis element (rho_in = rho_hat (x) rho)."""
+    from ..groups.intertwiners import hom_structure
+
+    s = hom_structure(rho_in, rho_out)
+    st = np.array(stencils(order, disc))
+    n_alpha = st.shape[0]
+    gram = np.einsum("akl,bkl->ab", st, st)  # stencil inner products
+    norms = np.empty(s.n_params)
+    for p in range(s.n_params):
+        sel = s.param == p
+        m = np.zeros((rho_out.size, rho_in.size))
+        m[s.row[sel], s.col[sel]] = s.value[sel]
+        w = (s.q_out @ m @ s.q_in_inv).reshape(rho_out.size, n_alpha, -1)  # (o, alpha, c)
+        norms[p] = np.sqrt(np.einsum("oac,ab,obc->", w, gram, w))
+    return norms
+
+
 def _alpha_major_permutation(in_type: FieldType, n_alpha: int) -> np.ndarray:
     """Column order taking W's per-field (alpha, c) blocks to a global (alpha, channel) order."""
     perm = np.empty(n_alpha * in_type.size, dtype=np.int64)
@@ -94,7 +114,18 @@ class PDOConv(EquivariantModule):
         self.register_buffer("stencils", st, persistent=False)
         self.register_buffer("_perm", torch.as_tensor(_alpha_major_permutation(in_type, n_alpha)), persistent=False)
         self._eval_cache: tuple | None = None
+        self._normalize_basis()
         self.reset_parameters()
+
+    def _normalize_basis(self) -> None:
+        """Scale every basis element so that its discretised filter has unit Frobenius norm.
+
+        Without this, random parameters put most of the filter's energy in the highest derivative orders
+        (whose stencils have the largest entries), which are also the least rotation-equivariant on the grid.
+        """
+        for rho_in, rho_out, scale in self.expansion.block_scales():
+            norms = _basis_filter_norms(rho_in, rho_out, self.order, self.disc)
+            scale.copy_(torch.as_tensor(1.0 / np.maximum(norms, 1e-12), dtype=scale.dtype))
 
     # --- parameters -----------------------------------------------------------------------------
     def reset_parameters(self, gain: float = 2.0) -> None:

@@ -1,0 +1,171 @@
+"""PDOConv side by side with e2cnn R2Diffop (FD, Gauss), R2Conv and a plain Conv2d (issue: core benchmark).
+
+C16, 8 -> 8 regular fields (128 channels), batch 64, 28x28, order 4, kernel 5, CPU. Each layer runs in its own
+subprocess so peak memory (max RSS growth over the process after building the layer) is its own.
+
+    python benchmarks/pdoconv.py [--reps 10] [--threads 2] [--sigmas 0.8,1.0,1.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, max_rss_mb, median_time, print_table, write_json  # noqa: E402
+
+N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
+
+
+def smooth_input(channels: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Band-limited random fields in a soft disc: Gaussian-blurred noise (sigma 2 px) times a smooth window."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, channels, size, size, generator=g, dtype=torch.float64)
+    t = torch.arange(-8, 9, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / 2.0) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(x.reshape(-1, 1, size, size), k.view(1, 1, 1, -1), padding=(0, 8))
+    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(8, 0)).reshape(2, channels, size, size)
+    c = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size) - c, torch.arange(size) - c, indexing="ij")
+    r = torch.sqrt(xx**2 + yy**2).double()
+    window = torch.clamp((size / 2 - 3 - r) / 3, 0, 1) ** 2
+    return (x / x.std() * window).float()
+
+
+def build(name: str, sigma: float | None):
+    """Return (module, forward_fn(x), transform(x, k, angle) acting on the layer's fields)."""
+    from epdo import fields, groups
+
+    G = groups.cyclic(N_GROUP)
+    t = fields.FieldType(G, [G.regular] * FIELDS)
+
+    def ours_transform(x, angle):
+        return t.transform(x, G.rotation(angle))
+
+    if name.startswith("epdo"):
+        from epdo.nn import PDOConv
+
+        m = PDOConv(t, t, order=ORDER, kernel_size=KERNEL, discretization="gauss" if sigma else "fd", sigma=sigma)
+        return m, m, ours_transform
+    if name == "conv2d":
+        m = torch.nn.Conv2d(t.size, t.size, KERNEL, padding=KERNEL // 2)
+        return m, m, None
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    gs = gspaces.Rot2dOnR2(N_GROUP)
+    et = enn.FieldType(gs, [gs.regular_repr] * FIELDS)
+    if name == "e2cnn-R2Conv":
+        m = enn.R2Conv(et, et, KERNEL, padding=KERNEL // 2)
+    else:
+        m = enn.R2Diffop(et, et, kernel_size=KERNEL, maximum_order=ORDER, padding=KERNEL // 2,
+                         smoothing=sigma if sigma else None)
+
+    def fwd(x):
+        return m(enn.GeometricTensor(x, et)).tensor
+
+    return m, fwd, ours_transform
+
+
+def equivariance_error(fwd, transform, angle: float) -> float:
+    if transform is None:
+        return float("nan")
+    x = smooth_input(N_GROUP * FIELDS, SIZE)
+    with torch.no_grad():
+        y = fwd(x)
+        y_g = fwd(transform(x, angle))
+        g_y = transform(y, angle)
+    c = (SIZE - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(SIZE) - c, torch.arange(SIZE) - c, indexing="ij")
+    mask = ((xx**2 + yy**2) <= (SIZE / 2 - 3) ** 2).float()
+    return ((y_g - g_y) * mask).norm().item() / (y * mask).norm().item()
+
+
+def run_one(name: str, sigma: float | None, reps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    module, fwd, transform = build(name, sigma)
+    build_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    x = torch.randn(BATCH, N_GROUP * FIELDS, SIZE, SIZE)
+    module.train()
+    rss0 = max_rss_mb()
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        fwd(x).square().mean().backward()
+
+    train_s = median_time(step, reps)
+    peak = max_rss_mb() - rss0
+    module.eval()
+    with torch.no_grad():
+        eval_s = median_time(lambda: fwd(x), reps)
+        err90 = equivariance_error(fwd, transform, math.pi / 2)
+        err22 = equivariance_error(fwd, transform, 2 * math.pi / 16)
+    return dict(layer=name + (f"(sigma={sigma})" if sigma else ""), params=params, build_s=build_s,
+                train_s=train_s, eval_s=eval_s, peak_mb=peak, err90=err90, err22_5=err22)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sigmas", default="1.25,1.0,0.8", help="Gaussian sigmas for both libraries")
+    ap.add_argument("--one", nargs=2, metavar=("NAME", "SIGMA"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        name, s = args.one
+        print(json.dumps(run_one(name, float(s) if s != "none" else None, args.reps, args.threads)))
+        return
+    sigmas = [float(s) for s in args.sigmas.split(",") if s]
+    try:
+        import e2cnn  # noqa: F401
+        have_e2cnn = True
+    except ImportError:
+        have_e2cnn = False
+        print("e2cnn not installed (pip install e2cnn): skipping the e2cnn peers")
+    configs = [("epdo-PDOConv-fd", None)] + [("epdo-PDOConv-gauss", s) for s in sigmas]
+    if have_e2cnn:
+        configs += [("e2cnn-R2Diffop-fd", None)] + [("e2cnn-R2Diffop-gauss", s) for s in sigmas]
+        configs += [("e2cnn-R2Conv", None)]
+    configs += [("conv2d", None)]
+    rows = []
+    for name, s in configs:
+        out = subprocess.run([sys.executable, __file__, "--one", name, "none" if s is None else str(s),
+                              "--reps", str(args.reps), "--threads", str(args.threads)],
+                             capture_output=True, text=True)
+        if out.returncode:
+            print(f"{name}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"done {rows[-1]['layer']}", flush=True)
+    ref = {r["layer"]: r for r in rows}
+    for r in rows:
+        base = ref.get("e2cnn-R2Diffop-fd")
+        r["train_vs_r2diffop_fd"] = r["train_s"] / base["train_s"] if base else None
+    cols = [("layer", "layer", ""), ("params", "params", "d"), ("build_s", "build s", ".3f"),
+            ("train_s", "train fwd+bwd s", ".3f"), ("eval_s", "eval fwd s", ".3f"), ("peak_mb", "peak MB", ".0f"),
+            ("err90", "err 90deg", ".1e"), ("err22_5", "err 22.5deg", ".4f"),
+            ("train_vs_r2diffop_fd", "train / R2Diffop-fd", ".2f")]
+    print(f"\nC16, {FIELDS}->{FIELDS} regular fields, batch {BATCH}, {SIZE}x{SIZE}, order {ORDER}, kernel {KERNEL}; "
+          f"medians of {args.reps}; {args.threads} threads")
+    print_table(rows, cols)
+    path = write_json("pdoconv.json", {"command": " ".join(sys.argv), "config": dict(
+        group=f"C{N_GROUP}", fields=FIELDS, batch=BATCH, size=SIZE, order=ORDER, kernel=KERNEL, reps=args.reps),
+        "machine": machine() | {"threads_used": args.threads}, "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
