@@ -1,0 +1,39 @@
+"""``epdo models`` and the ``python -m epdo`` entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import epdo.models as models
+
+
+def test_models_table(cli, capsys):
+    assert cli("models") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["model", "params", "paper", "ratio"]
+    assert len(lines) == 2 + len(models.list())
+    row = next(line for line in lines if line.startswith("vanilla-cnn "))
+    assert "1,073,098" in row and "1,100,000" in row and "0.976" in row and "Table 2" in row
+
+
+def test_models_pattern(cli, capsys):
+    assert cli("models", "tiny-*") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert cli("models", "nothing-*") == 2
+
+
+def test_help(cli, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli("--help")
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert all(cmd in out for cmd in ("train", "evaluate", "equivariance", "models"))
+
+
+def test_python_dash_m():
+    r = subprocess.run([sys.executable, "-m", "epdo", "train", "--model", "nope", "--out", "unused"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("epdo train: error: unknown model 'nope'")
+    assert "Traceback" not in r.stderr
