@@ -76,8 +76,13 @@ class PointwiseLinear(EquivariantModule):
         return sum(p.numel() for p in self.parameters())
 
     def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The expanded (C_out, C_in) weight and (C_out,) bias (None without bias terms)."""
-        return self.expansion(), None if self.bias_term is None else self.bias_term()
+        """The expanded (C_out, C_in) weight and (C_out,) bias (None without bias terms).
+
+        Always expanded in the parameters' dtype, also under autocast (only the convolution is autocast).
+        """
+        p = self.expansion.weights[0] if len(self.expansion.weights) else None
+        with torch.autocast("cpu" if p is None else p.device.type, enabled=False):
+            return self.expansion(), None if self.bias_term is None else self.bias_term()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
