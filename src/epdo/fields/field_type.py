@@ -126,7 +126,7 @@ class FieldType:
         self.check(x, "transform")
         if not isinstance(g, GroupElement) or g.group != self.group:
             raise TypeError(f"transform takes an element of {self.group.name}, got {g!r}")
-        rho = torch.as_tensor(self.fiber_matrix(g), dtype=x.dtype, device=x.device)
+        rho = torch.as_tensor(np.array(self.fiber_matrix(g)), dtype=x.dtype, device=x.device)  # writable copy
         y = torch.einsum("oc,bchw->bohw", rho, x)
         return transform_plane(y, g.matrix, mode)
 

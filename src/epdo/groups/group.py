@@ -178,6 +178,9 @@ class Group:
         """The image in ``self`` of an element ``h`` of ``subgroup`` (rotations map to rotations)."""
         if h.group != subgroup:
             raise TypeError(f"{h!r} is not an element of {subgroup.name}")
+        if (subgroup.reflections and not self.reflections) or (
+                self.is_finite and (not subgroup.is_finite or self.N % subgroup.N)):
+            raise ValueError(f"{subgroup.name} is not a subgroup of {self.name}")
         return self.element(h.flip, h.rotation * self.N // subgroup.N if self.is_finite
                             else h.angle)
 

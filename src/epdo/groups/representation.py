@@ -116,6 +116,13 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
             + ("" if group.is_finite else f" with frequencies <= {L}"))
     q = sq_inv @ q
     q[np.abs(q) < 1e-14] = 0.0
+    # the intertwiners were solved on the generators only: check rho(g) = Q psi(g) Q^-1 on all sampled elements
+    q_inv = np.linalg.inv(q)
+    for m, g in zip(all_mats, avg_elems):
+        if not np.allclose(q @ _blockdiag([irrep_matrix(group, psi, g) for psi in irreps]) @ q_inv, m,
+                           rtol=1e-8, atol=1e-8 * max(1.0, np.abs(m).max())):
+            raise ValueError(f"the matrices given for {group.name} are not a homomorphism: at {g!r} they differ "
+                             f"from the decomposition found on the generators")
     return tuple(irreps), q
 
 
