@@ -1,7 +1,8 @@
 r"""Parametric right-hand sides :math:`F_\theta` of :math:`\partial_t u = F_\theta(I_1, \dots, I_m)`.
 
 Each module holds the parameters of ``n_pdes`` independent PDEs and maps invariants
-``(B, n_pdes, m, H, W)`` to ``(B, n_pdes, H, W)``, pointwise in space:
+``(B, n_pdes, m, H, W)`` (or a list of ``m`` tensors ``(B, n_pdes, H, W)``, which avoids a stacking copy)
+to ``(B, n_pdes, H, W)``, pointwise in space:
 
 * ``"linear"`` (:class:`LinearF`, the paper's choice): :math:`F = b + \sum_i \theta_i I_i`, ``m + 1``
   parameters per PDE.
@@ -22,6 +23,7 @@ torch.Size([3, 2, 4, 4])
 from __future__ import annotations
 
 from itertools import combinations_with_replacement
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -41,12 +43,22 @@ class _BaseF(nn.Module):
             raise ValueError(f"{type(self).__name__}: init_std must be >= 0, got {init_std!r}")
         self.n_pdes, self.n_invariants, self.init_std = n_pdes, n_invariants, float(init_std)
 
-    def _check(self, inv: torch.Tensor) -> None:
-        if inv.dim() != 5 or inv.shape[1] != self.n_pdes or inv.shape[2] != self.n_invariants:
+    def _split(self, inv: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Validate and return the invariants as a list of ``m`` tensors ``(B, n_pdes, H, W)``."""
+        if isinstance(inv, torch.Tensor):
+            if inv.dim() != 5 or inv.shape[1] != self.n_pdes or inv.shape[2] != self.n_invariants:
+                raise ValueError(
+                    f"{type(self).__name__}: expected invariants (B, {self.n_pdes}, {self.n_invariants}, H, W), "
+                    f"got {tuple(inv.shape)}"
+                )
+            return list(inv.unbind(2))
+        parts = list(inv)
+        if len(parts) != self.n_invariants or any(p.dim() != 4 or p.shape[1] != self.n_pdes for p in parts):
             raise ValueError(
-                f"{type(self).__name__}: expected invariants (B, {self.n_pdes}, {self.n_invariants}, H, W), "
-                f"got {tuple(inv.shape)}"
+                f"{type(self).__name__}: expected {self.n_invariants} invariants (B, {self.n_pdes}, H, W), "
+                f"got {[tuple(p.shape) for p in parts]}"
             )
+        return parts
 
     def extra_repr(self) -> str:
         return f"n_pdes={self.n_pdes}, n_invariants={self.n_invariants}"
@@ -65,9 +77,11 @@ class LinearF(_BaseF):
         nn.init.normal_(self.weight, std=self.init_std)
         nn.init.zeros_(self.bias)
 
-    def forward(self, inv: torch.Tensor) -> torch.Tensor:
-        self._check(inv)
-        return torch.einsum("bkihw,ki->bkhw", inv, self.weight) + self.bias.view(1, -1, 1, 1)
+    def forward(self, inv: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        out = self.bias.view(1, -1, 1, 1)
+        for i, p in enumerate(self._split(inv)):  # a loop of axpys beats stack + einsum on CPU
+            out = out + self.weight[:, i].view(1, -1, 1, 1) * p
+        return out
 
 
 class PolynomialF(_BaseF):
@@ -90,15 +104,14 @@ class PolynomialF(_BaseF):
         nn.init.normal_(self.weight, std=self.init_std)
         nn.init.zeros_(self.bias)
 
-    def forward(self, inv: torch.Tensor) -> torch.Tensor:
-        self._check(inv)
-        feats = []
-        for mono in self.monomials:
-            term = inv[:, :, mono[0]]
-            for i in mono[1:]:
-                term = term * inv[:, :, i]
-            feats.append(term)
-        return torch.einsum("bkihw,ki->bkhw", torch.stack(feats, dim=2), self.weight) + self.bias.view(1, -1, 1, 1)
+    def forward(self, inv: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        parts = self._split(inv)
+        out = self.bias.view(1, -1, 1, 1)
+        terms: dict[tuple[int, ...], torch.Tensor] = {}
+        for k, mono in enumerate(self.monomials):  # ordered by degree: reuse the product of the prefix
+            terms[mono] = parts[mono[0]] if len(mono) == 1 else terms[mono[:-1]] * parts[mono[-1]]
+            out = out + self.weight[:, k].view(1, -1, 1, 1) * terms[mono]
+        return out
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", degree={self.degree}"
@@ -124,8 +137,8 @@ class MLPF(_BaseF):
         nn.init.normal_(self.w2, std=self.init_std)
         nn.init.zeros_(self.b2)
 
-    def forward(self, inv: torch.Tensor) -> torch.Tensor:
-        self._check(inv)
+    def forward(self, inv: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        inv = torch.stack(self._split(inv), dim=2)
         h = torch.tanh(torch.einsum("bkihw,kji->bkjhw", inv, self.w1) + self.b1[None, :, :, None, None])
         return torch.einsum("bkjhw,kj->bkhw", h, self.w2) + self.b2.view(1, -1, 1, 1)
 

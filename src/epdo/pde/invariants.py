@@ -135,6 +135,9 @@ class Derivatives(Mapping):
             )
         self.stacked = stacked
         self._index = {a: k for k, a in enumerate(self._alphas)}
+        # unbind once: its backward is a single stack, where one select per read would each allocate a
+        # zero tensor of the full stack in the backward pass
+        self._parts = stacked.unbind(-3)
 
     def __getitem__(self, key: object) -> torch.Tensor:
         alpha = _parse_key(key)
@@ -143,7 +146,7 @@ class Derivatives(Mapping):
                 f"derivative {derivative_name(alpha)} {alpha} is of order {sum(alpha)}, but only derivatives up to "
                 f"order {self.order} were computed"
             )
-        return self.stacked[..., self._index[alpha], :, :]
+        return self._parts[self._index[alpha]]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(self._alphas)
@@ -173,19 +176,25 @@ def _check_padding(padding: str) -> None:
 
 
 def apply_stencils(u: torch.Tensor, weight: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
-    """``(..., H, W)`` field and ``(|Gamma|, 1, k, k)`` stencils -> derivatives ``(..., |Gamma|, H, W)``."""
+    """``(..., H, W)`` field and ``(|Gamma|, 1, k, k)`` stencils -> derivatives ``(..., |Gamma|, H, W)``.
+
+    Runs as one depthwise (grouped) ``conv2d`` over the channel dimension ``-3``: on CPU this is several
+    times faster than a single-channel convolution of the flattened batch (oneDNN).
+    """
     _check_padding(padding)
     if u.dim() < 2:
         raise ValueError(f"expected a field (..., H, W), got shape {tuple(u.shape)}")
     lead, (h, w) = u.shape[:-2], u.shape[-2:]
-    x = u.reshape(-1, 1, h, w)
+    c = u.shape[-3] if u.dim() >= 3 else 1
+    x = u.reshape(-1, c, h, w)
     r = weight.shape[-1] // 2
     if r:
         if padding == "zeros":
             x = F.pad(x, (r, r, r, r))
         else:
             x = F.pad(x, (r, r, r, r), mode=padding)
-    out = F.conv2d(x, weight.to(dtype=x.dtype, device=x.device))
+    wt = weight.to(dtype=x.dtype, device=x.device)
+    out = F.conv2d(x, wt.repeat(c, 1, 1, 1) if c > 1 else wt, groups=c)
     return out.reshape(*lead, weight.shape[0], h, w)
 
 
@@ -232,7 +241,8 @@ class InvariantSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    def __call__(self, d: Derivatives) -> torch.Tensor:
+    def compute(self, d: Derivatives) -> list[torch.Tensor]:
+        """The invariants as a list of ``len(names)`` tensors of the shape of ``u`` (no stacking copy)."""
         if d.order < self.order:
             raise ValueError(
                 f"invariant set {self.name!r} needs derivatives up to order {self.order}, "
@@ -245,25 +255,29 @@ class InvariantSet:
                 f"invariant set {self.name!r} (declared order {self.order}) read a derivative that was not "
                 f"computed: {err.args[0]}"
             ) from None
-        if not isinstance(out, torch.Tensor):
-            out = torch.stack(list(out), dim=-3)
-        expected = (*d.stacked.shape[:-3], len(self.names), *d.stacked.shape[-2:])
-        if tuple(out.shape) != expected:
+        out = list(out.unbind(-3)) if isinstance(out, torch.Tensor) else list(out)
+        shape = tuple(d.stacked.shape[:-3]) + tuple(d.stacked.shape[-2:])
+        if len(out) != len(self.names) or any(tuple(t.shape) != shape for t in out):
             raise ValueError(
-                f"invariant set {self.name!r} returned shape {tuple(out.shape)}, expected {expected} "
-                f"({len(self.names)} invariants)"
+                f"invariant set {self.name!r} must return {len(self.names)} tensors of shape {shape}, got "
+                f"{[tuple(t.shape) for t in out]}"
             )
         return out
+
+    def __call__(self, d: Derivatives) -> torch.Tensor:
+        """The invariants stacked on dim -3: ``(..., len(names), H, W)``."""
+        return torch.stack(self.compute(d), dim=-3)
 
 
 def _se2(d: Derivatives) -> list[torch.Tensor]:
     u, ux, uy, uxx, uxy, uyy = (d[a] for a in multi_indices(2))
+    ux2, uy2 = ux * ux, uy * uy
     return [
         u,
-        ux * ux + uy * uy,
+        ux2 + uy2,
         uxx + uyy,
-        ux * ux * uxx + 2 * ux * uy * uxy + uy * uy * uyy,
-        uxx * uxx + 2 * uxy * uxy + uyy * uyy,
+        ux2 * uxx + 2 * (ux * uy) * uxy + uy2 * uyy,
+        uxx * uxx + 2 * (uxy * uxy) + uyy * uyy,
     ]
 
 
@@ -280,8 +294,9 @@ def scale_invariants(eps: float = DEFAULT_EPS) -> InvariantSet:
 
     def fn(d: Derivatives) -> list[torch.Tensor]:
         ux2, uy2 = d["u_x"] ** 2, d["u_y"] ** 2
-        dens = (d["u_xx"], d["u_xy"], d["u_yy"])
-        return [safe_div(n, q, eps) for n in (ux2, uy2) for q in dens]
+        # safe_div(n, q) = n * q / (q^2 + eps^2), the factor q / (q^2 + eps^2) shared by both numerators
+        recips = [q / (q * q + eps * eps) for q in (d["u_xx"], d["u_xy"], d["u_yy"])]
+        return [n * r for n in (ux2, uy2) for r in recips]
 
     names = tuple(f"{n}/{q}" for n in ("u_x^2", "u_y^2") for q in ("u_xx", "u_xy", "u_yy"))
     return InvariantSet("scale" if eps == DEFAULT_EPS else f"scale(eps={eps:g})", 2, names, fn)

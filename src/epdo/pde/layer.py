@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .integrate import PDEIntegrator
-from .invariants import InvariantSet, get_invariant_set
+from .integrate import PDEIntegrator, check_state
+from .invariants import Derivatives, InvariantSet, apply_stencils, get_invariant_set
 
 __all__ = ["PDELayer"]
 
@@ -70,6 +70,12 @@ class PDELayer(nn.Module):
             PDEIntegrator(s, n_pdes=c, T=T, dt=dt, **integrator_kwargs) for s, c in zip(sets, counts)
         )
         self.n_total = sum(counts)
+        self.counts = tuple(counts)
+        steps = [integ.step for integ in self.integrators]
+        # all PDEs share one stencil convolution per Euler step when their stencils agree
+        self._fused = all(
+            (st.order, st.disc, st.padding) == (steps[0].order, steps[0].disc, steps[0].padding) for st in steps
+        )
         self.labels = tuple(f"{s.name}[{k}]" for s, c in zip(sets, counts) for k in range(c))
         if out_channels is None:
             self.combine = None
@@ -87,11 +93,33 @@ class PDELayer(nn.Module):
             nn.init.constant_(self.combine.weight, 1.0 / self.n_total)
             nn.init.zeros_(self.combine.bias)
 
-    def evolve(self, x: torch.Tensor) -> torch.Tensor:
-        """The solutions :math:`u_T` of all PDEs, ``(B, 1, H, W) -> (B, n_e, H, W)`` (ordered as ``labels``)."""
+    def evolve(self, x: torch.Tensor, return_trajectory: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """The solutions :math:`u_T` of all PDEs, ``(B, 1, H, W) -> (B, n_e, H, W)`` (ordered as ``labels``).
+
+        With ``return_trajectory=True``, the list of the ``n_steps + 1`` states ``u_0, ..., u_T``.
+        """
         if x.dim() != 4 or x.shape[1] != 1:
             raise ValueError(f"PDELayer: expected images (B, 1, H, W), got {tuple(x.shape)}")
-        return torch.cat([integ(x) for integ in self.integrators], dim=1)
+        if not self._fused:
+            trajs = [integ(x, return_trajectory=True) for integ in self.integrators]
+            traj = [torch.cat(states, dim=1) for states in zip(*trajs)]
+            return traj if return_trajectory else traj[-1]
+        first = self.integrators[0]
+        lead = first.step
+        u = x.expand(-1, self.n_total, -1, -1)
+        traj = [u]
+        for ell in range(first.n_steps):
+            parts = apply_stencils(u, lead.stencils, lead.padding).split(self.counts, dim=1)
+            rhs = [
+                integ.step.function(integ.step.invariant_set.compute(Derivatives(d, lead.order)))
+                for integ, d in zip(self.integrators, parts)
+            ]
+            u = u + lead.dt * torch.cat(rhs, dim=1)
+            if first.check_finite:
+                check_state(u, ell + 1, first.n_steps, first.dt, first.T, f"PDE layer {self.labels}")
+            if return_trajectory:
+                traj.append(u)
+        return traj if return_trajectory else u
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.evolve(x)
