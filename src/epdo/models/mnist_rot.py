@@ -1,0 +1,508 @@
+r"""The MNIST-rot models of paper 000 (He et al. 2023, Neural ePDOs), Table 2.
+
+One configurable network, :class:`MnistRotNet`, the six-layer architecture of Jenner & Weiler (2021,
+steerable PDOs; code ``ejnnr/steerable_pdo_experiments``, experiment ``diffop_5x5``) that paper 000 says it
+follows ("6 steerable PDO layers followed by two fully connected layers ... replacing the last 5 steerable
+PDO layers with our Neural ePDO layers"):
+
+* input images in [0, 1], ``(B, 1, 28, 28)``, normalised inside the model with the MNIST-rot training-set
+  statistics (mean 0.1299588, std 0.29697534, the numbers of J&W's ``mnist_rot.py``);
+* six equivariant layers of ``widths = (16, 24, 32, 32, 48, 64)`` C16 regular fields, kernel 5, each followed
+  by :class:`~epdo.nn.FieldBatchNorm` and ELU; 2x2 max pooling after layers 2 and 3 (J&W's
+  ``pool_positions: [1, 2]``, 0-based); the last layer has no padding (7x7 -> 3x3);
+* group pooling (max over each field), global spatial max pooling, then the head
+  ``Dropout(0.5) - Linear(64, 64) - BatchNorm1d - ELU - Dropout(0.5) - Linear(64, 10) - BatchNorm1d``.
+
+``layer="pdo"`` uses :class:`~epdo.nn.PDOConv` (order 3, J&W's ``maximum_order: 3``) in every layer: the
+"Steerable PDOs" rows. ``layer="neural-epdo"`` keeps a linear PDO (order 4) as first layer and replaces
+layers 2-6 by :class:`~epdo.nn.NeuralEPDO` (order 4, diagonal coefficients, reduction r = 2, partition
+p = 8) on the input fields, followed by a 1x1 :class:`~epdo.nn.PointwiseLinear` to the next width (the
+projection of paper 000, Sec. 4.3): the "Neural ePDOs" rows.
+
+**One deliberate change**: J&W pad the first layer by 1 (28 -> 26 -> pool 13 -> pool 6), which makes the
+second pooling asymmetric, so their networks are not exactly invariant to 90-degree rotations of the input.
+Here the first layer is padded by 2 (28 -> 28 -> 14 -> 7 -> 3): every pooling window is placed symmetrically
+and the logits are invariant to ``torch.rot90`` up to float round-off (tested). Parameter counts do not change.
+No input padding (J&W: ``pad: false``).
+
+Variants (Table 2):
+
+* ``fields="quotient"``: J&W's mix per unit ``5 regular + 2 C16/C2 + 2 C16/C4 + 4 trivial`` fields (108
+  channels); ``round(width / 6.75)`` units per layer (J&W's rule), i.e. 2, 4, 5, 5, 7, 9 units.
+* ``group="D16", restrict_after=5``: D16 regular fields in layers 1-5, then each D16 regular field is
+  restricted to C16 and split into its two C16 regular fields (:class:`RestrictToRotations`), and layer 6
+  works with C16 fields. Steerable PDO: J&W's widths ``round(w / sqrt 2)`` = 11, 17, 23, 23, 34 D16 fields and
+  45 C16 fields in layer 6 (this reproduces the paper's 947K with e2cnn; see below). Neural ePDO: paper 000
+  "enlarges the model": the full widths 16, 24, 32, 32, 48 as D16 fields and 45 C16 fields in layer 6.
+
+**Parameter counts** (``epdo models 'steerable-*'``; :data:`PAPER_TABLE2`; :func:`count_table`):
+
+==============================  ==========  =======  =====  ==========================================
+model                           ours        paper    ratio  note
+==============================  ==========  =======  =====  ==========================================
+steerable-pdo-fd / -gauss       1,091,206   941K     1.16   e2cnn basis: 941,958 (1.001)
+steerable-pdo-gauss-quotient    1,105,968   951K     1.16   e2cnn basis: 951,072 (1.000)
+steerable-pdo-gauss-d16c16      1,110,035   947K     1.17   e2cnn basis: 947,955 (1.001)
+neural-epdo-fd / -gauss         see tests   234K
+neural-epdo-gauss-quotient      see tests   229K
+neural-epdo-gauss-d16c16        see tests   525K
+==============================  ==========  =======  =====  ==========================================
+
+The steerable PDO rows of Table 2 are J&W's numbers. Building J&W's networks with e2cnn's ``R2Diffop``
+(``maximum_order=3, maximum_offset=0``) gives exactly 941,958, 951,072 and 947,955 parameters (the last with
+45 C16 fields in layer 6; with 64 it would be 1,127,524). e2cnn's PDO basis with ``maximum_offset=0`` leaves
+out the *aliased* frequencies (a polynomial of angular frequency j may connect C16 irreps of frequencies m and
+n only if n = m +- j exactly, not modulo 16): 138 instead of 160 parameters per pair of C16 regular fields,
+276 instead of 320 per pair of D16 regular fields, and fewer for quotient fields
+(:data:`E2CNN_PAIR_DIMS`). :class:`~epdo.nn.PDOConv` solves the full equivariance constraint, which includes
+them, so the same architecture has about 16 % more parameters. :func:`e2cnn_equivalent_count` recomputes
+J&W's count from the same architecture with e2cnn's per-pair dimensions (the tests check both).
+
+Training recipe (``TrainDefaults`` of every paper entry): J&W ``diffop_5x5`` (``config/experiment/diffop_5x5.yaml``,
+``config/data/mnist_rot.yaml``, ``diffop_experiments/utils.py``): Adam, the SFCNN weight-decay groups
+(``decay_scope="weights"``), lr 0.05, weight decay 1e-5, learning rate x 0.7 per epoch after a burn-in of 5
+epochs, 30 epochs, batch 64, random rotation augmentation, fc dropout 0.5. Paper 000 defers its recipe to a
+supplement that is not in our copy, so the Neural ePDO entries reuse J&W's recipe (a guess). Gaussian
+discretisation: sigma = 1.3 pixels (J&W's ``smoothing=1.3`` for 5x5 stencils; paper 000 gives no value),
+a model kwarg.
+
+>>> m = MnistRotNet(widths=(2, 2, 2, 2, 2, 2), group="C4", fc_hidden=8)
+>>> x = torch.rand(3, 1, 28, 28)
+>>> m.eval()(x).shape
+torch.Size([3, 10])
+>>> bool(torch.allclose(m(torch.rot90(x, 1, (2, 3))), m(x), atol=1e-4))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import nn as enn
+from ..fields import FieldType
+from ..groups import Group, Representation, cyclic, dihedral
+from .registry import TrainDefaults, register_model
+
+__all__ = [
+    "MnistRotNet",
+    "RestrictToRotations",
+    "MNIST_ROT_MEAN",
+    "MNIST_ROT_STD",
+    "JW_WIDTHS",
+    "PAPER_TABLE2",
+    "E2CNN_PAIR_DIMS",
+    "e2cnn_equivalent_count",
+    "count_table",
+]
+
+#: Mean and std of the MNIST-rot training images (J&W ``diffop_experiments/mnist_rot.py``, no augmentation).
+MNIST_ROT_MEAN = 0.1299588
+MNIST_ROT_STD = 0.29697534
+
+#: Field widths of the six layers (J&W ``channels``; e2cnn's C16 MNIST model).
+JW_WIDTHS = (16, 24, 32, 32, 48, 64)
+
+#: Paper 000, Table 2 (MNIST-rot): model -> (parameters, test error in % as printed).
+PAPER_TABLE2: dict[str, tuple[int, str]] = {
+    "steerable-pdo-fd": (941_000, "1.54 +- 0.32"),
+    "steerable-pdo-gauss": (941_000, "0.75 +- 0.02"),
+    "steerable-pdo-gauss-quotient": (951_000, "0.74 +- 0.04"),
+    "steerable-pdo-gauss-d16c16": (947_000, "0.78 +- 0.05"),
+    "neural-epdo-fd": (234_000, "0.77 +- 0.05"),
+    "neural-epdo-gauss": (234_000, "0.65 +- 0.04"),
+    "neural-epdo-gauss-quotient": (229_000, "0.70 +- 0.06"),
+    "neural-epdo-gauss-d16c16": (525_000, "0.59 +- 0.03"),
+}
+
+#: Dimension of e2cnn's ``R2Diffop`` basis (``maximum_order=3, maximum_offset=0``) for one input and one output
+#: field, measured with e2cnn 0.2; keys (group, input field, output field). ``q2``/``q4``: C16/C2, C16/C4.
+E2CNN_PAIR_DIMS: dict[tuple[str, str, str], int] = {
+    ("C16", "regular", "regular"): 138, ("C16", "regular", "q2"): 68, ("C16", "regular", "q4"): 32,
+    ("C16", "regular", "trivial"): 10, ("C16", "q2", "regular"): 68, ("C16", "q2", "q2"): 28,
+    ("C16", "q2", "q4"): 14, ("C16", "q2", "trivial"): 4, ("C16", "q4", "regular"): 32, ("C16", "q4", "q2"): 14,
+    ("C16", "q4", "q4"): 8, ("C16", "q4", "trivial"): 2, ("C16", "trivial", "regular"): 10,
+    ("C16", "trivial", "q2"): 4, ("C16", "trivial", "q4"): 2, ("C16", "trivial", "trivial"): 2,
+    ("D16", "regular", "regular"): 276, ("D16", "trivial", "regular"): 10,
+}
+
+_FIELDS = ("regular", "quotient")
+_LAYERS = ("pdo", "neural-epdo")
+_ACTIVATIONS = ("elu", "relu")
+
+
+def _group(name: str) -> Group:
+    """``"C16"`` -> cyclic(16), ``"D16"`` -> dihedral(16)."""
+    if isinstance(name, str) and len(name) > 1 and name[0] in "CD" and name[1:].isdigit() and int(name[1:]) >= 1:
+        return (cyclic if name[0] == "C" else dihedral)(int(name[1:]))
+    raise ValueError(f"group must be 'C<N>' or 'D<N>' (e.g. 'C16', 'D16'), got {name!r}")
+
+
+def quotient_unit(G: Group) -> list[Representation]:
+    """J&W's quotient mix: 5 regular, 2 G/C2, 2 G/C4 and 4 trivial fields (for C_N with 4 | N)."""
+    if G.reflections or G.N % 4:
+        raise ValueError(f"quotient fields need a cyclic group C_N with N divisible by 4, got {G.name}")
+    return [G.regular] * 5 + [G.quotient(G.subgroup(2))] * 2 + [G.quotient(G.subgroup(4))] * 2 + [G.trivial] * 4
+
+
+def hidden_type(G: Group, width: int, fields: str = "regular") -> FieldType:
+    """``width`` regular fields, or (``fields="quotient"``) ``round(width * |G| / 108)`` quotient units.
+
+    Quotient units are repeated whole (``unit, unit, ...``), so the type is ``p`` copies of one representation
+    for every p dividing the number of units.
+    """
+    if fields == "regular":
+        return FieldType(G, [G.regular] * width)
+    unit = quotient_unit(G)
+    units = max(1, int(round(width / (sum(r.size for r in unit) / G.order))))
+    return FieldType(G, unit * units)
+
+
+class RestrictToRotations(enn.EquivariantModule):
+    r"""Restrict permutation fields of D_N to C_N and reorder channels so that they become C_N regular/quotient fields.
+
+    A D_N regular field restricted to C_N is two C_N regular fields in a permuted basis (e2cnn's
+    ``RestrictionModule`` followed by ``DisentangleModule``); each orbit of the rotations on a field's basis
+    vectors becomes one C_N field. The output is a channel permutation of the input, exact in any precision.
+
+    Shape: ``(B, in_type.size, H, W) -> (B, in_type.size, H, W)``.
+
+    >>> from epdo import groups, fields
+    >>> D = groups.dihedral(4)
+    >>> m = RestrictToRotations(fields.FieldType(D, [D.regular]))
+    >>> m.out_type
+    FieldType(C4: 2xregular; size=8)
+    """
+
+    def __init__(self, in_type: FieldType):
+        G = in_type.group
+        if not (G.is_finite and G.reflections):
+            raise ValueError(f"RestrictToRotations: expected fields of a dihedral group, got {in_type}")
+        C = G.subgroup(G.N, False)
+        r = G.element(0, 1)
+        perm: list[int] = []
+        out_reps: list[Representation] = []
+        start = 0
+        for rep in in_type:
+            m = np.asarray(rep(r))
+            if not (np.isin(m, (0.0, 1.0)).all() and (m.sum(0) == 1).all()):
+                raise ValueError(f"RestrictToRotations: field {rep!r} is not a permutation representation")
+            image = m.argmax(0)  # rho(r) e_c = e_image[c]
+            seen = np.zeros(rep.size, bool)
+            for b in range(rep.size):
+                if seen[b]:
+                    continue
+                orbit = [b]
+                while image[orbit[-1]] != b:
+                    orbit.append(int(image[orbit[-1]]))
+                seen[orbit] = True
+                out_reps.append(C.regular if len(orbit) == C.N else C.quotient(C.subgroup(C.N // len(orbit))))
+                perm.extend(start + c for c in orbit)
+            start += rep.size
+        super().__init__(in_type, FieldType(C, out_reps))
+        self.register_buffer("_perm", torch.as_tensor(perm, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return x.index_select(1, self._perm)
+
+
+class _CenterCrop(enn.EquivariantModule):
+    """Drop ``margin`` pixels on every side (a 'valid' layer after a 'same' one)."""
+
+    def __init__(self, in_type: FieldType, margin: int):
+        super().__init__(in_type, in_type)
+        self.margin = int(margin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        m = self.margin
+        return x[..., m:-m, m:-m] if m else x
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
+def _neural_epdo_block(in_type: FieldType, out_type: FieldType, last_valid: bool, **kw: Any) -> list[enn.EquivariantModule]:
+    """NeuralEPDO on ``in_type`` (diag: same type out), then a 1x1 projection to ``out_type``."""
+    from ..nn.neural_epdo import NeuralEPDO  # imported lazily: written in parallel with this module
+
+    layer = NeuralEPDO(in_type, **kw)
+    mods: list[enn.EquivariantModule] = [layer]
+    if last_valid:
+        mods.append(_CenterCrop(layer.out_type, kw["kernel_size"] // 2))
+    if layer.out_type != out_type:
+        mods.append(enn.PointwiseLinear(layer.out_type, out_type))
+    return mods
+
+
+class MnistRotNet(nn.Module):
+    r"""Six equivariant layers, group pooling, global max pooling and a two-layer head (see the module doc).
+
+    Args:
+        layer: ``"pdo"`` (steerable PDOs in every layer) or ``"neural-epdo"`` (a PDO first layer, Neural ePDOs after).
+        group: ``"C16"``, ``"D16"``, ... (``C<N>``/``D<N>``).
+        fields: ``"regular"`` or ``"quotient"`` (J&W's mix; C_N with 4 | N).
+        widths: fields per layer (for ``"quotient"``: regular-field equivalents); after ``restrict_after`` the
+            widths count C_N fields.
+        width: multiplier of ``widths`` (``max(1, round(w * width))``), for small variants.
+        restrict_after: 1-based layer after which D_N fields are restricted to C_N (None: never).
+        order: PDO order of layers 2-6 (steerable PDO) or of the Neural ePDOs.
+        first_order: PDO order of the first layer (default ``order``).
+        kernel_size, discretization, sigma: stencils (``"fd"`` or ``"gauss"`` with sigma in pixels).
+        reduction, partition, mode: Neural ePDO generator (paper 000 Sec. 5.1: r, p, ``"diag"``/``"full"``).
+        pool_after: 1-based layers followed by 2x2 max pooling.
+        first_padding: zero padding of the first layer (2: 'same'; J&W use 1, see the module doc).
+        last_valid: no padding in the last layer (J&W).
+        activation: ``"elu"`` (J&W) or ``"relu"``.
+        fc_hidden: width of the hidden linear layer (0: none). dropout: before each linear layer.
+        fc_batch_norm: batch norm after each linear layer, the last included (J&W).
+        num_classes: logits. mean, std: input normalisation.
+
+    Shape: ``(B, 1, H, W) -> (B, num_classes)``, images in [0, 1]; invariant to rotations by 90 degrees
+    (C_N, D_N with 4 | N) when every pooled size is even (28x28 input).
+    """
+
+    def __init__(
+        self,
+        layer: str = "pdo",
+        group: str = "C16",
+        fields: str = "regular",
+        widths: Sequence[int] = JW_WIDTHS,
+        width: float = 1.0,
+        restrict_after: int | None = None,
+        order: int = 3,
+        first_order: int | None = None,
+        kernel_size: int = 5,
+        discretization: str = "fd",
+        sigma: float | None = None,
+        reduction: int = 2,
+        partition: int = 8,
+        mode: str = "diag",
+        pool_after: Sequence[int] = (2, 3),
+        first_padding: int = 2,
+        last_valid: bool = True,
+        activation: str = "elu",
+        fc_hidden: int = 64,
+        dropout: float = 0.5,
+        fc_batch_norm: bool = True,
+        num_classes: int = 10,
+        mean: float = MNIST_ROT_MEAN,
+        std: float = MNIST_ROT_STD,
+    ) -> None:
+        super().__init__()
+        if layer not in _LAYERS:
+            raise ValueError(f"layer must be one of {_LAYERS}, got {layer!r}")
+        if fields not in _FIELDS:
+            raise ValueError(f"fields must be one of {_FIELDS}, got {fields!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if not widths or any(int(w) != w or w < 1 for w in widths):
+            raise ValueError(f"widths must be positive integers, got {list(widths)}")
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ValueError(f"width must be a positive number, got {width!r}")
+        n_layers = len(widths)
+        bad = [p for p in pool_after if not 1 <= p <= n_layers]
+        if bad:
+            raise ValueError(f"pool_after must index layers 1..{n_layers}, got {list(pool_after)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not std > 0:
+            raise ValueError(f"std must be positive, got {std}")
+        G = _group(group)
+        if restrict_after is not None:
+            if not G.reflections:
+                raise ValueError(f"restrict_after restricts D_N to C_N; group {group!r} has no reflections")
+            if not 1 <= restrict_after < n_layers:
+                raise ValueError(f"restrict_after must be a layer in 1..{n_layers - 1}, got {restrict_after}")
+        if first_order is None:
+            first_order = order
+        widths = [max(1, int(round(w * width))) for w in widths]
+        disc = dict(kernel_size=kernel_size, discretization=discretization, sigma=sigma)
+        act = enn.ELU if activation == "elu" else enn.ReLU
+
+        mods: list[enn.EquivariantModule] = []
+        in_type = FieldType(G, [G.trivial])
+        for i, w in enumerate(widths, start=1):
+            out_type = hidden_type(in_type.group, w, fields)
+            last = i == n_layers
+            if i == 1:
+                mods.append(enn.PDOConv(in_type, out_type, order=first_order, padding=first_padding, **disc))
+            elif layer == "pdo":
+                pad = 0 if last and last_valid else kernel_size // 2
+                mods.append(enn.PDOConv(in_type, out_type, order=order, padding=pad, **disc))
+            else:
+                mods += _neural_epdo_block(in_type, out_type, last and last_valid, order=order, reduction=reduction,
+                                           partition=partition, mode=mode, **disc)
+            mods += [enn.FieldBatchNorm(out_type), act(out_type)]
+            if i == restrict_after:
+                mods.append(RestrictToRotations(out_type))
+                out_type = mods[-1].out_type
+            if i in pool_after:
+                mods.append(enn.MaxPool2d(out_type, 2))
+            in_type = out_type
+        mods.append(enn.GroupPool(in_type, "max"))
+        self.features = enn.Sequential(*mods)
+
+        dims = [len(in_type)] + ([fc_hidden] if fc_hidden else []) + [num_classes]
+        head: list[nn.Module] = []
+        for k in range(len(dims) - 1):
+            if dropout > 0:
+                head.append(nn.Dropout(dropout))
+            head.append(nn.Linear(dims[k], dims[k + 1]))
+            if fc_batch_norm:
+                head.append(nn.BatchNorm1d(dims[k + 1]))
+            if k < len(dims) - 2:
+                head.append(nn.ELU() if activation == "elu" else nn.ReLU())
+        self.head = nn.Sequential(*head)
+        self.widths = tuple(widths)
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images (B, 1, H, W) in [0, 1], got {got}")
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        x = self.features(x)
+        return self.head(x.amax(dim=(2, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# parameter counts vs the paper
+
+
+def _field_kind(rep: Representation) -> str:
+    """'regular', 'trivial', 'q2', 'q4' (quotient by C2, C4) for the keys of :data:`E2CNN_PAIR_DIMS`."""
+    if rep.name == "regular" or rep.name == "trivial":
+        return rep.name
+    if rep.name.startswith("quotient(") and rep.name.endswith("/C2)"):
+        return "q2"
+    if rep.name.startswith("quotient(") and rep.name.endswith("/C4)"):
+        return "q4"
+    raise ValueError(f"no e2cnn basis dimension recorded for field {rep!r}")
+
+
+def e2cnn_equivalent_count(model: MnistRotNet) -> int:
+    """The parameter count of ``model`` with e2cnn's PDO basis (``maximum_offset=0``) in its PDO layers.
+
+    Every :class:`~epdo.nn.PDOConv` is counted with :data:`E2CNN_PAIR_DIMS` per pair of fields (+ its bias);
+    all other parameters as they are. For J&W's steerable PDO networks this is the count they report.
+    """
+    total = 0
+    for m in model.modules():
+        if isinstance(m, enn.PDOConv):
+            if m.order != 3:
+                raise ValueError(f"E2CNN_PAIR_DIMS are for order 3, got a PDOConv of order {m.order}")
+            g = m.in_type.group.name
+            total += sum(E2CNN_PAIR_DIMS[(g, _field_kind(a), _field_kind(b))] for a in m.in_type for b in m.out_type)
+            total += 0 if m.bias_term is None else m.bias_term.num_params
+    pdo_params = {id(p) for m in model.modules() if isinstance(m, enn.PDOConv) for p in m.parameters()}
+    return total + sum(p.numel() for p in model.parameters() if id(p) not in pdo_params)
+
+
+def count_table(names: Sequence[str] | None = None) -> str:
+    """A text table: model, parameters, paper's figure, ratio, and for PDO models the e2cnn-basis count."""
+    from . import create_model, get_model_info
+
+    names = list(names) if names is not None else list(PAPER_TABLE2) + ["neural-epdo-small"]
+    rows = [("model", "params", "paper", "ratio", "e2cnn basis", "ratio")]
+    for name in names:
+        model = create_model(name)
+        n = sum(p.numel() for p in model.parameters())
+        paper = get_model_info(name).paper_params
+        e2 = e2cnn_equivalent_count(model) if name.startswith("steerable-") else None
+        rows.append((name, f"{n:,}", f"{paper:,}" if paper else "-", f"{n / paper:.3f}" if paper else "-",
+                     f"{e2:,}" if e2 else "-", f"{e2 / paper:.3f}" if e2 and paper else "-"))
+    w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w[k]) if k == 0 else c.rjust(w[k]) for k, c in enumerate(r)) for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+
+_JW = "Jenner & Weiler 2021, steerable_pdo_experiments diffop_5x5"
+
+#: J&W's recipe (``diffop_5x5.yaml`` + ``mnist_rot.yaml``): Adam with SFCNN weight-decay groups, lr 0.05, wd 1e-5,
+#: lr x 0.7 per epoch after 5 epochs, 30 epochs, batch 64, random rotations of the training images.
+JW_RECIPE = TrainDefaults(
+    optimizer="adam", lr=0.05, weight_decay=1e-5, decay_scope="weights", schedule="exponential",
+    lr_decay=0.7, burn_in=5, epochs=30, batch_size=64, augment_rotation=True,
+)
+
+_GAUSS_SIGMA = 1.3  # J&W's smoothing for 5x5 Gaussian-derivative stencils; paper 000 gives none
+_STEERABLE = dict(layer="pdo", order=3)
+_NEURAL = dict(layer="neural-epdo", order=4, first_order=4, reduction=2, partition=8, mode="diag")
+_D16_STEERABLE = dict(group="D16", widths=(11, 17, 23, 23, 34, 45), restrict_after=5)
+_D16_NEURAL = dict(group="D16", widths=(16, 24, 32, 32, 48, 45), restrict_after=5)
+
+
+def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> MnistRotNet:
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    return MnistRotNet(**cfg)
+
+
+def _entry(name: str, row: str, note: str = "", train: TrainDefaults = JW_RECIPE):
+    params, error = PAPER_TABLE2[name]
+    return register_model(name=name, paper_params=params, paper_error=error, train=train,
+                          paper=f"000 Table 2, {row}" + (f"; {note}" if note else ""))
+
+
+_E2 = "ours counts the full PDO space; J&W's e2cnn basis (maximum_offset=0) gives {}"
+
+
+@_entry("steerable-pdo-fd", "'Steerable PDOs' FD", _E2.format("941,958") + f" [{_JW}, recipe from J&W]")
+def steerable_pdo_fd(**kwargs) -> MnistRotNet:
+    """C16 regular fields (16-64), order-3 steerable PDOs with 5x5 finite differences in all six layers."""
+    return _build(dict(_STEERABLE, discretization="fd"), kwargs)
+
+
+@_entry("steerable-pdo-gauss", "'Steerable PDOs' Gauss", _E2.format("941,958") + f", sigma 1.3 [{_JW}]")
+def steerable_pdo_gauss(**kwargs) -> MnistRotNet:
+    """C16 regular fields (16-64), order-3 steerable PDOs, Gaussian derivatives (sigma 1.3) in all six layers."""
+    return _build(dict(_STEERABLE, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+@_entry("steerable-pdo-gauss-quotient", "'Steerable PDOs (quotient)' Gauss", _E2.format("951,072") + f" [{_JW}]")
+def steerable_pdo_gauss_quotient(**kwargs) -> MnistRotNet:
+    """C16 regular + C16/C2 + C16/C4 + trivial fields (J&W's mix), order-3 Gaussian steerable PDOs."""
+    return _build(dict(_STEERABLE, fields="quotient", discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+@_entry("steerable-pdo-gauss-d16c16", "'Steerable PDOs (D16|5C16)' Gauss",
+        _E2.format("947,955") + f", 11-34 D16 + 45 C16 fields [{_JW}]")
+def steerable_pdo_gauss_d16c16(**kwargs) -> MnistRotNet:
+    """D16 regular fields in layers 1-5 (11-34), restricted to C16 for layer 6 (45 fields); Gaussian PDOs."""
+    return _build(dict(_STEERABLE, **_D16_STEERABLE, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+_NOTE = "PDO first layer, Neural ePDO (N=4, diag, r=2, p=8) + 1x1 projection in layers 2-6; recipe: J&W's (guess)"
+
+
+@_entry("neural-epdo-fd", "'Neural ePDOs' FD", _NOTE)
+def neural_epdo_fd(**kwargs) -> MnistRotNet:
+    """C16 regular fields (16-64), PDO first layer then Neural ePDOs (order 4, diag, r=2, p=8), finite differences."""
+    return _build(dict(_NEURAL, discretization="fd"), kwargs)
+
+
+@_entry("neural-epdo-gauss", "'Neural ePDOs' Gauss", _NOTE + ", sigma 1.3")
+def neural_epdo_gauss(**kwargs) -> MnistRotNet:
+    """C16 regular fields (16-64), PDO first layer then Neural ePDOs (order 4, diag, r=2, p=8), Gaussian (sigma 1.3)."""
+    return _build(dict(_NEURAL, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+@_entry("neural-epdo-gauss-quotient", "'Neural ePDOs (quotient)' Gauss", _NOTE + ", J&W's quotient mix")
+def neural_epdo_gauss_quotient(**kwargs) -> MnistRotNet:
+    """J&W's quotient field mix, PDO first layer then Gaussian Neural ePDOs."""
+    return _build(dict(_NEURAL, fields="quotient", discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+@_entry("neural-epdo-gauss-d16c16", "'Neural ePDOs (D16|5C16)' Gauss", _NOTE + ", 16-48 D16 + 45 C16 fields")
+def neural_epdo_gauss_d16c16(**kwargs) -> MnistRotNet:
+    """D16 regular fields in layers 1-5 (16-48), restricted to C16 for layer 6 (45 fields); Gaussian Neural ePDOs."""
+    return _build(dict(_NEURAL, **_D16_NEURAL, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
