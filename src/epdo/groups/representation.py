@@ -117,12 +117,15 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     q = sq_inv @ q
     q[np.abs(q) < 1e-14] = 0.0
     # the intertwiners were solved on the generators only: check rho(g) = Q psi(g) Q^-1 on all sampled elements
+    # (continuous groups: also at a few random angles, which catches a frequency bound that is too low)
     q_inv = np.linalg.inv(q)
-    for m, g in zip(all_mats, avg_elems):
+    extra = () if group.is_finite else group.testing_elements(4, seed=12345)
+    for m, g in list(zip(all_mats, avg_elems)) + [(np.asarray(matrix(e), dtype=np.float64), e) for e in extra]:
         if not np.allclose(q @ _blockdiag([irrep_matrix(group, psi, g) for psi in irreps]) @ q_inv, m,
                            rtol=1e-8, atol=1e-8 * max(1.0, np.abs(m).max())):
-            raise ValueError(f"the matrices given for {group.name} are not a homomorphism: at {g!r} they differ "
-                             f"from the decomposition found on the generators")
+            raise ValueError(f"the matrices given for {group.name} are not a homomorphism"
+                             + ("" if group.is_finite else f" with frequencies <= {L}")
+                             + f": at {g!r} they differ from the decomposition found on the generators")
     return tuple(irreps), q
 
 
@@ -294,8 +297,9 @@ def directsum(*reps: Representation, name: str | None = None) -> Representation:
     irreps = tuple(i for r in reps for i in r.irreps)
     q = _blockdiag([r.change_of_basis for r in reps])
     table = None
-    if all(r._table is not None for r in reps):
-        table = np.stack([_blockdiag([r._table[k] for r in reps]) for k in range(len(reps[0]._table))])
+    if g.is_finite:  # keep exact matrices: a summand without a table (irreps, trivial) is exact on its own
+        tables = [r._table if r._table is not None else np.stack([r(e) for e in g.elements]) for r in reps]
+        table = np.stack([_blockdiag([t[k] for t in tables]) for k in range(len(g.elements))])
     return Representation(g, irreps, q, name or "+".join(r.name for r in reps), table)
 
 
