@@ -76,6 +76,40 @@ def test_parameter_count_general_fields_equals_character_formula():
     assert layer.num_params == expected == sum(hom_dimension(rho_hat.tensor(ri), ro) for ri in ti for ro in to)
 
 
+@pytest.mark.parametrize("gname", ["C4", "C16", "D4"])
+def test_pdo_econv_basis_is_equivariant_with_steerable_count(gname):
+    """The PDO-eConv parameterisation spans Hom(rho_hat (x) rho_in, regular): same count, exact equivariance."""
+    G = GROUPS[gname]
+    ti = fields.FieldType(G, [G.trivial, G.regular])
+    to = fields.FieldType(G, [G.regular] * 2)
+    a = PDOConv(ti, to, order=4, kernel_size=5, basis="pdo_econv")
+    b = PDOConv(ti, to, order=4, kernel_size=5)
+    assert a.num_params == b.num_params
+    x = torch.randn(2, ti.size, 11, 11)
+    for g in _grid_elements(G):
+        assert _rel_err(a, ti, to, x, g) <= 1e-5
+    if G.order > 8:
+        return  # the rank check below is slow for big groups; C4 and D4 cover it
+    # the filters of random PDO-eConv layers span the whole steerable space (dimension = parameter count)
+    a = PDOConv(ti, to, order=4, kernel_size=5, basis="pdo_econv", dtype=torch.float64)
+    with torch.no_grad():
+        samples = []
+        for _ in range(a.expansion.weight.numel() + 5):
+            a.expansion.weight.normal_()
+            samples.append(a._expand().flatten())
+        rank = torch.linalg.matrix_rank(torch.stack(samples)).item()
+    assert rank == a.expansion.weight.numel()
+
+
+def test_pdo_econv_basis_needs_regular_outputs():
+    G = groups.cyclic(4)
+    t = fields.FieldType(G, [G.irreps[1]])
+    with pytest.raises(ValueError, match="regular output fields"):
+        PDOConv(t, t, order=2, kernel_size=3, basis="pdo_econv")
+    with pytest.raises(ValueError, match="unknown basis"):
+        PDOConv(t, t, order=2, kernel_size=3, basis="hermite")
+
+
 def test_bias_only_on_trivial_components():
     G = groups.cyclic(4)
     to = fields.FieldType(G, [G.regular, G.irreps[1], G.trivial])

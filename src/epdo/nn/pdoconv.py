@@ -67,6 +67,40 @@ def _alpha_major_permutation(in_type: FieldType, n_alpha: int) -> np.ndarray:
     return perm
 
 
+class PDOeConvExpansion(nn.Module):
+    r"""The PDO-eConv parameterisation (Shen et al. 2020) for regular output fields of a finite group.
+
+    The free parameters are the PDO coefficients of the identity orientation of each output field,
+    :math:`W_e \in \mathbb{R}^{|\Gamma_N| 	imes C_{in}}`; orientation g applies the rotated operator,
+    :math:`W_g = W_e\,(\hatho(g)\otimesho_{in}(g))^{-1}`, i.e. :math:`W_g = \hatho(g^{-1})^	op X
+    ho_{in}(g^{-1})` with X the (alpha, channel) matrix of :math:`W_e`. This solves the same constraint as
+    the steerable basis (for regular outputs both span Hom(rho_hat (x) rho_in, rho_out), of dimension
+    |Gamma_N| C_in per output field); only the coordinates differ. ``forward()`` returns W in the global
+    alpha-major column order.
+    """
+
+    def __init__(self, in_type: FieldType, out_type: FieldType, order: int, device=None, dtype=None):
+        super().__init__()
+        G = out_type.group
+        if not G.is_finite or any(r != G.regular for r in out_type):
+            raise ValueError(f"basis='pdo_econv' needs regular output fields of a finite group, got {out_type}")
+        rho_hat = derivative_representation(G, order)
+        inv = [G.inverse(g) for g in G.elements]
+        fk = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(len(out_type), rho_hat.size, in_type.size, **fk))
+        self.register_buffer("_a", torch.tensor(np.stack([rho_hat(h) for h in inv]), **fk), persistent=False)
+        self.register_buffer("_b", torch.tensor(np.stack([in_type.representation(h) for h in inv]), **fk),
+                             persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+
+    def forward(self) -> torch.Tensor:
+        w = torch.einsum("gab,oac,gcd->ogbd", self._a, self.weight, self._b)  # (fields, |G|, |Gamma|, C_in)
+        return w.reshape(w.shape[0] * w.shape[1], -1)
+
+
 class PDOConv(EquivariantModule):
     r"""Steerable PDO convolution between field types of C_N, D_N, SO(2) or O(2).
 
@@ -76,6 +110,9 @@ class PDOConv(EquivariantModule):
         kernel_size: odd stencil width k (>= 2 ceil(N/2) + 1 for finite differences).
         discretization: ``"fd"`` or ``"gauss"`` (then ``sigma`` in pixels is required).
         bias: learnable bias on the trivial components of the output fields.
+        basis: ``"steerable"`` (the Hom-solver basis, any field types; each basis filter normalised to unit
+            norm) or ``"pdo_econv"`` (Shen et al. 2020: free coefficients of the identity orientation, rotated
+            for the others; regular output fields of C_N / D_N). Both span the same space.
         padding: zero padding (default ``kernel_size // 2``, same size output).
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H', W')`` with ``H' = H + 2 padding - k + 1``.
@@ -93,7 +130,7 @@ class PDOConv(EquivariantModule):
 
     def __init__(self, in_type: FieldType, out_type: FieldType, order: int = 4, kernel_size: int = 5,
                  discretization: str = "fd", sigma: float | None = None, bias: bool = True,
-                 padding: int | None = None, device=None, dtype=None):
+                 basis: str = "steerable", padding: int | None = None, device=None, dtype=None):
         super().__init__(in_type, out_type)
         if in_type.group != out_type.group:
             raise ValueError(f"PDOConv: in_type is of {in_type.group.name} but out_type of {out_type.group.name}")
@@ -108,13 +145,22 @@ class PDOConv(EquivariantModule):
         self.padding = self.kernel_size // 2 if padding is None else int(padding)
         n_alpha = num_multi_indices(order)
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
-        self.expansion = HomExpansion([_derivative_field_rep(r, order) for r in in_type], list(out_type), **fk)
+        if basis not in ("steerable", "pdo_econv"):
+            raise ValueError(f"PDOConv: unknown basis {basis!r}; expected 'steerable' or 'pdo_econv'")
+        self.basis = basis
+        if basis == "steerable":
+            self.expansion = HomExpansion([_derivative_field_rep(r, order) for r in in_type], list(out_type), **fk)
+            perm = _alpha_major_permutation(in_type, n_alpha)
+        else:
+            self.expansion = PDOeConvExpansion(in_type, out_type, order, **fk)
+            perm = np.arange(n_alpha * in_type.size)
         self.bias_term = FieldBias(list(out_type), **fk) if bias else None
         st = torch.tensor(np.array(stencils(order, self.disc)), **fk)
         self.register_buffer("stencils", st, persistent=False)
-        self.register_buffer("_perm", torch.as_tensor(_alpha_major_permutation(in_type, n_alpha)), persistent=False)
+        self.register_buffer("_perm", torch.as_tensor(perm), persistent=False)
         self._eval_cache: tuple | None = None
-        self._normalize_basis()
+        if basis == "steerable":
+            self._normalize_basis()
         self.reset_parameters()
 
     def _normalize_basis(self) -> None:
@@ -140,7 +186,7 @@ class PDOConv(EquivariantModule):
             norm2 = k.pow(2).sum(dim=(1, 2, 3)).mean()
             if norm2 > 0:
                 scale = (gain / norm2).sqrt()
-                for w in self.expansion.weights:
+                for w in self.expansion.parameters():
                     w.mul_(scale)
             if self.bias_term is not None and self.bias_term.bias is not None:
                 self.bias_term.bias.zero_()
@@ -203,4 +249,4 @@ class PDOConv(EquivariantModule):
             f"discretization={self.disc.method!r}"
         if self.disc.sigma is not None:
             s += f", sigma={self.disc.sigma}"
-        return s
+        return s + ("" if self.basis == "steerable" else f", basis={self.basis!r}")
