@@ -170,6 +170,10 @@ def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     prev_det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     ctx = setup_distributed(args.device)
+    epdo_log = logging.getLogger("epdo")
+    prev_level = epdo_log.level
+    if not ctx.is_main:  # only rank 0 reports progress
+        epdo_log.setLevel(logging.WARNING)
     try:
         if ctx.device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -179,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         return _train(args, ctx)
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+        epdo_log.setLevel(prev_level)
         ctx.close()
 
 
@@ -251,9 +256,9 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         write_jsonl(metrics_path, [])
 
     logger.info(
-        "%s: %s parameters (paper: %s); %s on %s (%d train, %d valid); %s lr %g, %s schedule, %d epochs, batch %d%s; %s x%d",
-        cfg["model"], format_count(n_params), format_count(info.paper_params), cfg["data"],
-        "replica" if getattr(train_ds, "is_replica", False) else "data", len(y_train), len(y_valid),
+        "%s: %s parameters (paper: %s); %s (%d train, %d valid); %s lr %g, %s schedule, %d epochs, batch %d%s; %s x%d",
+        cfg["model"], format_count(n_params), format_count(info.paper_params), dataset_label(cfg["data"], train_ds)["label"],
+        len(y_train), len(y_valid),
         recipe.optimizer, recipe.lr, recipe.schedule, epochs, recipe.batch_size,
         ", rotation augmentation" if recipe.augment_rotation else "", ctx.device, ctx.world_size,
     )
