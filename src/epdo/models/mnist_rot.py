@@ -295,6 +295,13 @@ class MnistRotNet(nn.Module):
         std: float = MNIST_ROT_STD,
     ) -> None:
         super().__init__()
+        #: the constructor's arguments (``widths`` before the ``width`` multiplier)
+        self.config = dict(layer=layer, group=group, fields=fields, widths=tuple(widths), width=width,
+                           restrict_after=restrict_after, order=order, first_order=first_order, kernel_size=kernel_size,
+                           discretization=discretization, sigma=sigma, reduction=reduction, partition=partition,
+                           mode=mode, pool_after=tuple(pool_after), first_padding=first_padding, last_valid=last_valid,
+                           activation=activation, fc_hidden=fc_hidden, dropout=dropout, fc_batch_norm=fc_batch_norm,
+                           num_classes=num_classes, mean=mean, std=std)
         if layer not in _LAYERS:
             raise ValueError(f"layer must be one of {_LAYERS}, got {layer!r}")
         if fields not in _FIELDS:
@@ -405,21 +412,24 @@ def e2cnn_equivalent_count(model: MnistRotNet) -> int:
     return total + sum(p.numel() for p in model.parameters() if id(p) not in pdo_params)
 
 
-def count_table(names: Sequence[str] | None = None) -> str:
-    """A text table: model, parameters, paper's figure, ratio, and for PDO models the e2cnn-basis count."""
+def count_table(built: dict[str, nn.Module] | Sequence[str] | None = None) -> str:
+    """A text table: model, parameters, paper's figure, ratio, and for steerable PDO models the count with
+    e2cnn's basis (J&W's count) and its ratio. ``built``: names (built here) or ``{name: model}``."""
     from . import create_model, get_model_info
 
-    names = list(names) if names is not None else list(PAPER_TABLE2) + ["neural-epdo-small"]
+    if built is None:
+        built = list(PAPER_TABLE2)
+    if not isinstance(built, dict):
+        built = {name: create_model(name) for name in built}
     rows = [("model", "params", "paper", "ratio", "e2cnn basis", "ratio")]
-    for name in names:
-        model = create_model(name)
+    for name, model in built.items():
         n = sum(p.numel() for p in model.parameters())
         paper = get_model_info(name).paper_params
-        e2 = e2cnn_equivalent_count(model) if name.startswith("steerable-") else None
+        e2 = e2cnn_equivalent_count(model) if getattr(model, "config", {}).get("layer") == "pdo" else None
         rows.append((name, f"{n:,}", f"{paper:,}" if paper else "-", f"{n / paper:.3f}" if paper else "-",
                      f"{e2:,}" if e2 else "-", f"{e2 / paper:.3f}" if e2 and paper else "-"))
     w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w[k]) if k == 0 else c.rjust(w[k]) for k, c in enumerate(r)) for r in rows)
+    return "\n".join("  ".join(c.ljust(w[k]) if k == 0 else c.rjust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows)
 
 
 # ----------------------------------------------------------------------------------------------
