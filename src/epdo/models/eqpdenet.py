@@ -9,7 +9,7 @@ and ``fcnn-h{16..256}``.
   Table 1). Equation (7): :math:`\tilde y = \mathcal N_\omega(\phi_\delta(u_T^{\theta_1},\dots,u_T^{\theta_4}))`.
 
 Paper 001 gives neither T, dt, the boundary handling, the activation nor the optimiser; the choices here
-(T = 1, dt = 0.1 i.e. 10 Euler steps, replicate padding, ReLU, Adam) are ours and documented as such in the
+(T = 1, dt = 0.2 i.e. 5 Euler steps, replicate padding, ReLU, Adam) are ours and documented as such in the
 registry entries. Inputs are images in [0, 1] of shape ``(B, 1, 28, 28)``, fed to the PDE unnormalised
 (the invariants' guard ``eps`` is in those intensity units).
 
@@ -120,7 +120,7 @@ class EqPdeNet(nn.Module):
         hidden: width h of the FCNN.
         n_pdes: PDEs per invariant set (paper: 2).
         invariant_sets: names of the invariant sets (paper: ``("se2", "scale")``).
-        T, dt: final time and Euler step of every PDE (paper: not given; default 1.0 and 0.1).
+        T, dt: final time and Euler step of every PDE (paper: not given; default 1.0 and 0.2, 5 steps).
         function: ``F_theta`` kind, ``"linear"`` (paper), ``"poly"`` or ``"mlp"``; ``function_kwargs``
             its options (``degree``, ``hidden``, ``init_std``).
         eps: guard of the scale invariants' quotients (:func:`epdo.pde.safe_div`); default ``1e-2``.
@@ -138,7 +138,7 @@ class EqPdeNet(nn.Module):
         n_pdes: int | Sequence[int] = 2,
         invariant_sets: Sequence[str] = ("se2", "scale"),
         T: float = 1.0,
-        dt: float = 0.1,
+        dt: float = 0.2,
         function: str = "linear",
         function_kwargs: dict | None = None,
         eps: float | None = None,
