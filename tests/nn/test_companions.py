@@ -3,7 +3,6 @@ gradients, batch-norm statistics, pickling, state_dict, torch.compile, bfloat16 
 
 import io
 import math
-import os
 import pickle
 import time
 
@@ -339,14 +338,15 @@ def test_bfloat16_autocast():
     assert ((gy.float() - g_t.transform(y.float(), G.rotation(math.pi / 2))).norm() / ref.norm()).item() < 5e-2
 
 
-@pytest.mark.skipif(os.environ.get("EPDO_TEST_COMPILE") != "1",
-                    reason="set EPDO_TEST_COMPILE=1: inductor compilation takes 10-30 s on 2 CPU cores")
 def test_torch_compile_sequential():
-    """torch.compile (inductor, CPU) of a small Sequential: same output, still equivariant."""
+    """torch.compile (inductor, CPU) of a small Sequential with a PDOConv: same output, still equivariant."""
+    from epdo.nn import PDOConv
+
     G = GROUPS["C4"]
     p_t = perm_type(G)
     torch.manual_seed(0)
-    net = Sequential(PointwiseLinear(p_t, p_t), FieldBatchNorm(p_t), ReLU(p_t), GroupPool(p_t)).eval()
+    net = Sequential(PDOConv(p_t, p_t, order=2, kernel_size=3), PointwiseLinear(p_t, p_t), FieldBatchNorm(p_t),
+                     ReLU(p_t), GroupPool(p_t)).eval()
     x = torch.randn(2, p_t.size, SIZE, SIZE)
     t0 = time.time()
     compiled = torch.compile(net)

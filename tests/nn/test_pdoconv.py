@@ -189,8 +189,9 @@ def test_gradcheck_float64():
 
 
 def test_autocast_bfloat16_cpu():
+    """Mixed field types (several parameter blocks): the filter is expanded in float32, conv runs in bf16."""
     G = groups.cyclic(4)
-    t = fields.FieldType(G, [G.regular] * 2)
+    t = fields.FieldType(G, [G.regular, G.irreps[1], G.trivial])
     layer = PDOConv(t, t, order=2, kernel_size=3)
     x = torch.randn(1, t.size, 9, 9)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -104,7 +104,7 @@ class FieldType:
 
     # --- checks ---------------------------------------------------------------------------------
     def check(self, x: torch.Tensor, who: str = "input") -> None:
-        """Raise ValueError unless ``x`` has shape (B, size, H, W) (or (size, H, W) for ``transform``)."""
+        """Raise ValueError unless ``x`` is a tensor of shape (B, size, H, W)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{who}: expected a torch.Tensor of field type {self}, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != self.size:

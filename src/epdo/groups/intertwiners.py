@@ -70,7 +70,7 @@ def _hom_basis(rho_in: Representation, rho_out: Representation) -> np.ndarray:
     s = hom_structure(rho_in, rho_out)
     m = np.zeros((s.n_params, rho_out.size, rho_in.size))
     m[s.param, s.row, s.col] = s.value
-    out = np.einsum("oa,nab,bi->noi", s.q_out, m, s.q_in_inv)
+    out = s.q_out @ m @ s.q_in_inv
     out.setflags(write=False)
     return out
 

@@ -145,6 +145,7 @@ class Representation:
         irreps = tuple(tuple(int(v) for v in i) for i in irreps)
         size = sum(irrep_dim(group, i) for i in irreps)
         q = np.eye(size) if change_of_basis is None else np.array(change_of_basis, dtype=np.float64)
+        q[q == 0] = 0.0  # no -0.0: equality and hashing compare bytes
         if q.shape != (size, size):
             raise ValueError(f"change_of_basis must be {size}x{size} for irreps {irreps}, got {q.shape}")
         if np.allclose(q.T @ q, np.eye(size), atol=1e-12):

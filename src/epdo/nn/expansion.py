@@ -76,7 +76,13 @@ class HomExpansion(nn.Module):
         return [(b["rho_in"], b["rho_out"], getattr(self, f"_scale{k}")) for k, b in enumerate(self._blocks)]
 
     def forward(self) -> torch.Tensor:
+        """W in the parameters' dtype; autocast is disabled here (the expansion is cheap, keep it exact)."""
         ref = self.weights[0] if len(self.weights) else None
+        device_type = "cpu" if ref is None else ref.device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._expand(ref)
+
+    def _expand(self, ref: torch.Tensor | None) -> torch.Tensor:
         out = torch.zeros(self.out_size, self.in_size, device=None if ref is None else ref.device,
                           dtype=None if ref is None else ref.dtype)
         for k, (w, b) in enumerate(zip(self.weights, self._blocks)):
