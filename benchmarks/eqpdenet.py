@@ -5,8 +5,10 @@
 Protocol (paper 001, "Numerical Experiments", where it says something; ours otherwise):
 * data: the real MNIST-rot archive when present (``$EPDO_ROTMNIST_DIR``), else the seeded replica generated
   from MNIST (``epdo.data``); training on all 12,000 training images (train + valid splits), no augmentation.
-* models: ``eqpdenet-h{h}`` and ``fcnn-h{h}`` from the registry, with their registry recipe (Adam, lr 1e-3,
-  constant, batch 64; the paper gives none) except the number of epochs (``--epochs``, a CPU budget).
+* models: ``eqpdenet-h{h}`` and ``fcnn-h{h}`` from the registry, with the EqPdeNet registry recipe (Adam,
+  lr 1e-3, constant, batch 64; the paper gives none) except the number of epochs (``--epochs``, a CPU budget).
+  ``--extra NAME[:KWARGS]`` adds any registered model with keyword arguments (same recipe), e.g. beyond the
+  paper ``--extra "eqpdenet-h16:{'backbone': 'pdo'}" --extra "steerable-pdo-fd:{...}"``.
 * evaluation: ``--draws`` draws; draw d takes a random subset of ``--n-eval`` test images (seeded, the same
   for every model, so the comparison is paired) and applies ``epdo.data.perturb.apply_scenario`` for
   ``test`` (unchanged), ``iso`` (rotation U(-30, 30) degrees + translation U(-2, 2) px) and ``sca``
@@ -93,10 +95,12 @@ def run_job(job: dict) -> dict:
     data_name, data_desc, x_train, y_train, x_test, y_test = load_data(job["data"], job["data_seed"])
     torch.manual_seed(seed)
     model = models.create(name, **job["model_kwargs"])
-    recipe = models.get_model_info(name).train.replace(epochs=job["epochs"])
+    from epdo.models.eqpdenet import EQPDENET_TRAIN
+
+    recipe = EQPDENET_TRAIN.replace(epochs=job["epochs"])  # one recipe for every model of the table
     opt = make_optimizer(model, recipe)
     g = torch.Generator().manual_seed(seed)
-    result = {"model": name, "model_kwargs": job["model_kwargs"], "params": models.count_parameters(model),
+    result = {"model": name, "label": job.get("label", name), "model_kwargs": job["model_kwargs"], "params": models.count_parameters(model),
               "paper_params": models.get_model_info(name).paper_params, "data": data_name, "data_description": data_desc,
               "n_train": len(x_train), "recipe": recipe.as_dict(), "epochs": recipe.epochs, "seed": seed,
               "epoch_loss": [], "epoch_seconds": [], "error": None}
@@ -127,7 +131,7 @@ def run_job(job: dict) -> dict:
         result["accuracy"] = evaluate_draws(model, x_test, y_test, job["draws"], job["n_eval"], seed)
         result["eval_seconds"] = time.time() - t0
         if job.get("checkpoints"):
-            path = Path(job["checkpoints"]) / f"{name}.pt"
+            path = Path(job["checkpoints"]) / (f"{name}-{job['label']}.pt" if "label" in job else f"{name}.pt")
             models.save_checkpoint(path, model, epoch=recipe.epochs, config={"benchmark": "eqpdenet", **job})
             result["checkpoint"] = str(path)
         print(f"[{name}] " + "  ".join(f"{s} {statistics.mean(v):.1f}" for s, v in result["accuracy"].items()),
@@ -142,7 +146,8 @@ def _ms(values: list[float]) -> tuple[float, float]:
 def table(results: list[dict], sizes: list[int], families: list[str]) -> str:
     from epdo.models.eqpdenet import PAPER_TABLES
 
-    by = {(r["model"].rsplit("-h", 1)[0], int(r["model"].rsplit("-h", 1)[1])): r for r in results}
+    main_rows = [r for r in results if r.get("label", r["model"]) == r["model"]]
+    by = {(r["model"].rsplit("-h", 1)[0], int(r["model"].rsplit("-h", 1)[1])): r for r in main_rows}
     lines = []
     head = f"{'model':<16}{'#param':>8}{'paper':>8}" + "".join(f"{s + ' ours':>14}{'paper':>11}" for s in SCENARIOS)
     lines += [head, "-" * len(head)]
@@ -162,6 +167,13 @@ def table(results: list[dict], sizes: list[int], families: list[str]) -> str:
                 row += f"{'%.1f (%.1f)' % paper[s] if paper else '-':>11}"
             lines.append(row)
         lines.append("")
+    extras = [r for r in results if r.get("label", r["model"]) != r["model"]]
+    for r in extras:
+        row = f"{r['label']:<16}{r['params']:>8}{'':>8}"
+        for s in SCENARIOS:
+            row += (f"{_ms(r['accuracy'][s])[0]:>8.1f} ({_ms(r['accuracy'][s])[1]:.1f})" if r.get("accuracy") else f"{'unstable':>14}") + f"{'':>11}"
+        lines.append(row)
+        lines.append(f"    = {r['model']} {r['model_kwargs']}")
     if "eqpdenet" in families and "fcnn" in families:
         lines.append("EqPdeNet - FCNN, paired over draws (mean (std)); paper difference in brackets:")
         for h in sizes:
@@ -184,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="16,32,64,128,256", help="hidden widths h (default all five)")
     p.add_argument("--families", default="eqpdenet,fcnn", help="model families (default eqpdenet,fcnn)")
     p.add_argument("--model-kw", default="{}", help="extra EqPdeNet kwargs as a Python dict literal, e.g. \"{'dt': 0.1}\"")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME[:KWARGS]",
+                   help="extra registered model, kwargs as a Python dict literal (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="auto", help="auto (real archive if present, else replica), rotmnist, rotmnist-replica, sample")
     p.add_argument("--data-seed", type=int, default=0)
@@ -196,14 +210,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import ast
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    families = [f.strip() for f in args.families.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
     extra = ast.literal_eval(args.model_kw)
     jobs = [dict(model=f"{fam}-h{h}", model_kwargs=(extra if fam == "eqpdenet" else {}), epochs=args.epochs,
                  seed=args.seed, data=args.data, data_seed=args.data_seed, draws=args.draws, n_eval=args.n_eval,
                  threads=args.threads, checkpoints=args.checkpoints or None)
             for fam in families for h in sorted(sizes, reverse=True)]
-    jobs.sort(key=lambda j: not j["model"].startswith("eqpdenet"))  # the slow PDE models first
+    for k, spec in enumerate(args.extra):
+        name, _, kw = spec.partition(":")
+        jobs.append(dict(model=name.strip(), model_kwargs=ast.literal_eval(kw) if kw.strip() else {}, epochs=args.epochs,
+                         seed=args.seed, data=args.data, data_seed=args.data_seed, draws=args.draws, n_eval=args.n_eval,
+                         threads=args.threads, checkpoints=args.checkpoints or None, label=f"extra{k + 1}"))
+    jobs.sort(key=lambda j: "label" in j or not j["model"].startswith("eqpdenet"))  # the slow models first
     t0 = time.time()
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:

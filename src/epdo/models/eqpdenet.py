@@ -13,8 +13,10 @@ Paper 001 gives neither T, dt, the boundary handling, the activation nor the opt
 registry entries. Inputs are images in [0, 1] of shape ``(B, 1, 28, 28)``, fed to the PDE unnormalised
 (the invariants' guard ``eps`` is in those intensity units).
 
-Beyond the paper, ``backbone="pdo"`` or ``"neural-epdo"`` puts the PDE layer in front of an equivariant PDO
-network instead of the FCNN (see :func:`_make_backbone`).
+Beyond the paper, ``backbone="pdo"`` (or ``"neural-epdo"``) puts the PDE layer in front of a small
+steerable PDO (Neural ePDO) network instead of the FCNN (:func:`_make_backbone`), e.g.
+``epdo.models.create("eqpdenet-h16", backbone="pdo")``. With ``invariant_sets=("se2",)`` the whole model
+is then invariant to rotations of the input by 90 degrees; the scale PDEs are only invariant to the half turn.
 
 >>> m = EqPdeNet(hidden=16)
 >>> sum(p.numel() for p in m.parameters())
@@ -34,7 +36,7 @@ from epdo.pde import PDELayer, get_invariant_set, scale_invariants
 
 from .registry import TrainDefaults, register_model
 
-__all__ = ["EqPdeNet", "FCNN", "HIDDEN_SIZES", "PAPER_TABLES"]
+__all__ = ["EqPdeNet", "FCNN", "HIDDEN_SIZES", "PAPER_TABLES", "PDO_BACKBONE_DEFAULTS"]
 
 HIDDEN_SIZES = (16, 32, 64, 128, 256)
 
@@ -103,14 +105,30 @@ class FCNN(nn.Module):
         return f"hidden={self.hidden}, depth={self.depth}, input_shape={self.input_shape}"
 
 
-def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int) -> nn.Module:
-    """The network after the PDE layer: the paper's FCNN, or (beyond the paper) an equivariant PDO net."""
+#: Defaults of the (beyond-the-paper) equivariant backbones: a small steerable PDO network of the MNIST-rot
+#: architecture (:class:`epdo.models.mnist_rot.MnistRotNet`): C8 regular fields, widths 4-16, order 2, 3x3 stencils
+#: ("same" first layer: padding 1, so that every pooled size is even and 90-degree invariance is exact).
+PDO_BACKBONE_DEFAULTS: dict[str, Any] = dict(group="C8", width=0.25, order=2, kernel_size=3, first_padding=1, fc_hidden=32)
+
+
+def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int, kwargs: dict | None) -> nn.Module:
+    """The network after the PDE layer: the paper's FCNN, or (beyond the paper) an equivariant PDO network.
+
+    ``"pdo"`` / ``"neural-epdo"``: :class:`~epdo.models.mnist_rot.MnistRotNet` with ``layer="pdo"`` /
+    ``"neural-epdo"`` and :data:`PDO_BACKBONE_DEFAULTS` updated by ``kwargs`` (``hidden`` is then unused).
+    """
     if kind == "fcnn":
+        if kwargs:
+            raise ValueError(f"backbone 'fcnn' takes no backbone_kwargs (its width is hidden), got {kwargs}")
         return FCNN(hidden=hidden, image_size=image_size, num_classes=num_classes)
-    raise ValueError(
-        f"backbone {kind!r} is not available: the PDO / Neural ePDO backbones need epdo.nn.PDOConv / "
-        f"epdo.nn.NeuralEPDO; available backbones: ('fcnn',)"
-    )
+    from .mnist_rot import MnistRotNet
+
+    if kind == "neural-epdo":
+        import epdo.nn as enn
+
+        if not hasattr(enn, "NeuralEPDO"):
+            raise ValueError("backbone 'neural-epdo' needs epdo.nn.NeuralEPDO, which is not available in this version")
+    return MnistRotNet(layer=kind, num_classes=num_classes, **{**PDO_BACKBONE_DEFAULTS, **(kwargs or {})})
 
 
 class EqPdeNet(nn.Module):
@@ -125,7 +143,9 @@ class EqPdeNet(nn.Module):
             its options (``degree``, ``hidden``, ``init_std``).
         eps: guard of the scale invariants' quotients (:func:`epdo.pde.safe_div`); default ``1e-2``.
         padding: boundary handling of the stencils (default replicate).
-        backbone: ``"fcnn"`` (paper) or an equivariant PDO network (``"pdo"``, ``"neural-epdo"``).
+        backbone: ``"fcnn"`` (paper) or, beyond the paper, an equivariant PDO network (``"pdo"``: steerable
+            PDOs, ``"neural-epdo"``: Neural ePDOs; a small :class:`~epdo.models.mnist_rot.MnistRotNet`).
+        backbone_kwargs: options of the PDO backbone (see :data:`PDO_BACKBONE_DEFAULTS`).
         image_size, num_classes: 28 and 10 for MNIST-rot.
 
     Shape:
@@ -144,6 +164,7 @@ class EqPdeNet(nn.Module):
         eps: float | None = None,
         padding: str = "replicate",
         backbone: str = "fcnn",
+        backbone_kwargs: dict | None = None,
         image_size: int = 28,
         num_classes: int = 10,
         check_finite: bool = True,
@@ -160,7 +181,7 @@ class EqPdeNet(nn.Module):
             padding=padding, check_finite=check_finite,
         )
         self.backbone_kind = backbone
-        self.head = _make_backbone(backbone, hidden, image_size, num_classes)
+        self.head = _make_backbone(backbone, hidden, image_size, num_classes, backbone_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x, self.input_shape, type(self).__name__)
