@@ -41,8 +41,8 @@ Variants (Table 2):
 model                           ours        paper    ratio  note
 ==============================  ==========  =======  =====  ==========================================
 steerable-pdo-fd / -gauss       1,091,206   941K     1.16   e2cnn basis: 941,958 (1.001)
-steerable-pdo-gauss-quotient    1,105,968   951K     1.16   e2cnn basis: 951,072 (1.000)
-steerable-pdo-gauss-d16c16      1,110,035   947K     1.17   e2cnn basis: 947,955 (1.001)
+steerable-pdo-gauss-quotient    1,099,354   951K     1.16   e2cnn basis: 951,072 (1.000)
+steerable-pdo-gauss-d16c16      1,098,391   947K     1.16   e2cnn basis: 947,955 (1.001)
 neural-epdo-fd / -gauss         see tests   234K
 neural-epdo-gauss-quotient      see tests   229K
 neural-epdo-gauss-d16c16        see tests   525K
@@ -435,8 +435,6 @@ def count_table(built: dict[str, nn.Module] | Sequence[str] | None = None) -> st
 # ----------------------------------------------------------------------------------------------
 # registry
 
-_JW = "Jenner & Weiler 2021, steerable_pdo_experiments diffop_5x5"
-
 #: J&W's recipe (``diffop_5x5.yaml`` + ``mnist_rot.yaml``): Adam with SFCNN weight-decay groups, lr 0.05, wd 1e-5,
 #: lr x 0.7 per epoch after 5 epochs, 30 epochs, batch 64, random rotations of the training images.
 JW_RECIPE = TrainDefaults(
@@ -463,35 +461,35 @@ def _entry(name: str, row: str, note: str = "", train: TrainDefaults = JW_RECIPE
                           paper=f"000 Table 2, {row}" + (f"; {note}" if note else ""))
 
 
-_E2 = "ours counts the full PDO space; J&W's e2cnn basis (maximum_offset=0) gives {}"
+_E2 = "J&W diffop_5x5 order 3{}; J&W's e2cnn basis gives {} (ours: full PDO space, see mnist_rot)"
 
 
-@_entry("steerable-pdo-fd", "'Steerable PDOs' FD", _E2.format("941,958") + f" [{_JW}, recipe from J&W]")
+@_entry("steerable-pdo-fd", "'Steerable PDOs' FD", _E2.format("", "941,958"))
 def steerable_pdo_fd(**kwargs) -> MnistRotNet:
     """C16 regular fields (16-64), order-3 steerable PDOs with 5x5 finite differences in all six layers."""
     return _build(dict(_STEERABLE, discretization="fd"), kwargs)
 
 
-@_entry("steerable-pdo-gauss", "'Steerable PDOs' Gauss", _E2.format("941,958") + f", sigma 1.3 [{_JW}]")
+@_entry("steerable-pdo-gauss", "'Steerable PDOs' Gauss", _E2.format(", sigma 1.3", "941,958"))
 def steerable_pdo_gauss(**kwargs) -> MnistRotNet:
     """C16 regular fields (16-64), order-3 steerable PDOs, Gaussian derivatives (sigma 1.3) in all six layers."""
     return _build(dict(_STEERABLE, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
 
 
-@_entry("steerable-pdo-gauss-quotient", "'Steerable PDOs (quotient)' Gauss", _E2.format("951,072") + f" [{_JW}]")
+@_entry("steerable-pdo-gauss-quotient", "'Steerable PDOs (quotient)' Gauss", _E2.format(", sigma 1.3", "951,072"))
 def steerable_pdo_gauss_quotient(**kwargs) -> MnistRotNet:
     """C16 regular + C16/C2 + C16/C4 + trivial fields (J&W's mix), order-3 Gaussian steerable PDOs."""
     return _build(dict(_STEERABLE, fields="quotient", discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
 
 
 @_entry("steerable-pdo-gauss-d16c16", "'Steerable PDOs (D16|5C16)' Gauss",
-        _E2.format("947,955") + f", 11-34 D16 + 45 C16 fields [{_JW}]")
+        _E2.format(", sigma 1.3, 11-34 D16 + 45 C16 fields", "947,955"))
 def steerable_pdo_gauss_d16c16(**kwargs) -> MnistRotNet:
     """D16 regular fields in layers 1-5 (11-34), restricted to C16 for layer 6 (45 fields); Gaussian PDOs."""
     return _build(dict(_STEERABLE, **_D16_STEERABLE, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
 
 
-_NOTE = "PDO first layer, Neural ePDO (N=4, diag, r=2, p=8) + 1x1 projection in layers 2-6; recipe: J&W's (guess)"
+_NOTE = "PDO layer 1, Neural ePDO (N=4, diag, r=2, p=8) + 1x1 projection in layers 2-6; J&W's recipe (guess)"
 
 
 @_entry("neural-epdo-fd", "'Neural ePDOs' FD", _NOTE)
