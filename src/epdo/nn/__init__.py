@@ -16,3 +16,5 @@ from .sequential import Sequential
 __all__ = ["EquivariantModule", "FieldBias", "HomExpansion", "PDOConv"]
 __all__ += ["AvgPool2d", "ELU", "FieldBatchNorm", "FieldDropout", "GroupPool", "MaxPool2d", "NormNonlinearity",
             "PointwiseLinear", "ReLU", "Sequential"]
+from .neural_epdo import NeuralEPDO  # noqa: E402
+__all__ += ["NeuralEPDO"]

@@ -1,0 +1,351 @@
+r"""Neural ePDOs (paper 000, He et al. 2022): PDOs whose coefficients are generated per pixel.
+
+.. math:: \Psi[f](x) = \sum_{\alpha\in\Gamma_N} W_\alpha\big(f(x)\big)\, \partial^\alpha f(x),
+          \qquad W(y) = W^2\,\mathrm{ReLU}(W^1 y + b^1) + b^2 .
+
+The generator is a two-layer equivariant MLP applied pixel by pixel (1x1). Its hidden layer is ``c / r``
+regular fields of the group (``c`` = number of input fields, ``r`` = ``reduction``), so the ReLU is
+equivariant; :math:`W^1, W^2` are :class:`~epdo.nn.HomExpansion` intertwiners and the biases
+:class:`~epdo.nn.FieldBias` terms on trivial components. Equivariance of :math:`\Psi` is exactly
+equivariance of the generator with the output representations below (Props. 1-3):
+
+- ``mode="diag"`` (Prop. 3; regular, quotient or trivial fields, ``out_type = in_type``): the coefficient
+  matrices are diagonal, :math:`\Psi[f] = \sum_\alpha w_\alpha(f) \circ \partial^\alpha f`, and the
+  generated vector :math:`\bar w = (w_{c,\alpha})`, channel-major, transforms as
+  :math:`\rho\otimes\hat\rho(g^{-1})^\top` = ``rho.tensor(rho_hat.dual())``. Derivation: for a
+  permutation :math:`P = \rho(g)`, :math:`(Pu)\circ(Pv) = P(u\circ v)`, and
+  :math:`\partial^\alpha(g\cdot f) = \sum_\beta\hat\rho_{\alpha\beta}(g) P\,\partial^\beta f\circ g^{-1}`,
+  so equivariance holds iff :math:`\bar W(Py)\hat\rho(g) = P\bar W(y)` for the ``c x |Gamma|`` matrix
+  :math:`\bar W`, i.e. :math:`\mathrm{vec}\,\bar W(Py) = (P\otimes\hat\rho(g)^{-\top})\,\mathrm{vec}\,\bar W(y)`.
+- ``mode="full"`` (Prop. 2; any fields of a finite group, irreps included): :math:`W(y)` is a
+  ``C_out x (|Gamma| C_in)`` matrix with :math:`W(\rho(g)y)(\hat\rho(g)\otimes\rho(g)) = \rho'(g)W(y)`, so
+  ``vec W`` (rows ``(o, alpha, i)``) transforms as :math:`\rho'\otimes\hat\rho^{*}\otimes\rho^{*}`; the Hom
+  solver builds :math:`W^2` into it, one block per pair (output field, input field).
+
+``partition=p`` (Sec. 5.1): the channels are ``p`` identical copies of a field list ``rho_0`` and the
+generator produces the coefficients of one copy, shared by all ``p``. In ``diag`` mode channel ``c`` uses the
+coefficients of channel ``c mod C/p``. In ``full`` mode the coefficient matrix is block diagonal with ``p``
+equal blocks ``rho_0 -> rho_0'`` (the diagonal case is its special case; sharing whole rows instead would
+make the ``p`` output copies identical).
+
+Parameter count (generator weights :math:`W^1, W^2`; ``c`` fields of size ``n``, order ``N``,
+:math:`|\Gamma_N| = (N+1)(N+2)/2`): since :math:`\dim\mathrm{Hom}_G(\rho_{reg}, V) = \dim V`,
+
+- diag: :math:`c^2 n / r + c^2 (N+1)(N+2) n / (2 r p)` -- Table 1 of the paper exactly (regular or quotient
+  fields of size n).
+- full: :math:`c^2 n / r + c^3 (N+1)(N+2) n^2 / (2 r p^2)` for ``c`` regular fields in and out. Table 1 prints
+  :math:`c^3 (N+1)(N+2) n / (2rp)`, which cannot be the size of an equivariant :math:`W^2` from
+  ``c/r`` regular fields into :math:`\rho'\otimes\hat\rho^*\otimes\rho^*` (dimension
+  :math:`c^2 n^2 |\Gamma|` for ``p = 1``): it drops a factor ``n`` (Table 1's own FLOP column,
+  :math:`c^3 n^3 k^2 / (rp)`, has it), and with block-diagonal partitions the blocks are ``(c/p) n`` square, so
+  ``p`` enters squared. See :func:`expected_num_params`.
+
+Biases (``bias=True``, counted apart in :attr:`NeuralEPDO.num_bias_params`): one per hidden regular field
+(``c / r``), plus one per trivial component of the coefficient representation (diag, regular fields:
+:math:`|\Gamma_N|` per field of ``rho_0``; they form a learnable linear PDO added to the generated one).
+
+Coefficient scaling: the generated coefficient of order :math:`|\alpha| = m` is multiplied by a fixed
+:math:`\lambda_m = (|\Gamma_N|\,K\,\overline{\|s_\alpha\|^2})^{-1/2}` (mean squared stencil norm over the
+orders-m stencils, ``K`` = 1 in diag mode, ``C_in / p`` in full mode), so that random weights give outputs
+of unit variance on white-noise input. A factor constant on each derivative order commutes with
+:math:`\hat\rho` (block diagonal by order), so this is an equivariant reparametrisation.
+
+The diag-mode product runs in :func:`epdo.nn._epdo_kernels.pdo_product`: separable stencils, no ``unfold``
+patches, the derivative maps recomputed in backward instead of stored, and an optional fused C++ kernel
+(``backend="cpp"``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..diffops import Discretization, derivative_representation, multi_indices, num_multi_indices, stencils_1d
+from ..fields import FieldType
+from ..groups import Representation
+from ._epdo_kernels import BACKENDS, PDOStencils, pdo_product
+from .base import EquivariantModule
+from .expansion import FieldBias, HomExpansion
+from .nonlinearities import is_permutation_representation
+
+__all__ = ["NeuralEPDO", "expected_num_params"]
+
+MODES = ("diag", "full")
+
+
+@lru_cache(maxsize=None)
+def _diag_coefficient_rep(rep: Representation, order: int) -> Representation:
+    """rho (x) rho_hat(g^-1)^T: the generated coefficients (channel, alpha) of one permutation field."""
+    return rep.tensor(derivative_representation(rep.group, order).dual())
+
+
+@lru_cache(maxsize=None)
+def _full_coefficient_rep(rep_out: Representation, rep_in: Representation, order: int) -> Representation:
+    """rho' (x) rho_hat^* (x) rho^*: the block of W(y) between one output and one input field, rows (o, alpha, i)."""
+    rho_hat = derivative_representation(rep_out.group, order)
+    return rep_out.tensor(rho_hat.dual().tensor(rep_in.dual()))
+
+
+def _full_layout(out0: list[Representation], in0: list[Representation], n_alpha: int) -> np.ndarray:
+    """Index map: generator output channel (field pair (o, i), then (o_ch, alpha, i_ch)) -> global (o, alpha, i)."""
+    c_in = sum(r.size for r in in0)
+    o_starts = np.cumsum([0] + [r.size for r in out0])
+    i_starts = np.cumsum([0] + [r.size for r in in0])
+    idx = []
+    for fo, ro in enumerate(out0):
+        for fi, ri in enumerate(in0):
+            o = o_starts[fo] + np.arange(ro.size)[:, None, None]
+            a = np.arange(n_alpha)[None, :, None]
+            i = i_starts[fi] + np.arange(ri.size)[None, None, :]
+            idx.append(((o * n_alpha + a) * c_in + i).reshape(-1))
+    return np.concatenate(idx)
+
+
+def expected_num_params(mode: str, c: int, order: int, n: int, reduction: int = 1, partition: int = 1) -> int:
+    r"""Generator weight count for ``c`` regular fields of a group of order ``n`` (biases excluded).
+
+    diag: :math:`c^2 n/r + c^2 (N+1)(N+2) n / (2rp)` (Table 1 of paper 000; also quotient fields of size n).
+    full: :math:`c^2 n/r + c^3 (N+1)(N+2) n^2 / (2rp^2)` (Table 1 prints ``n`` for ``n^2`` and ``p`` for ``p^2``;
+    see the module docstring).
+
+    >>> expected_num_params("diag", c=8, order=4, n=16, reduction=2, partition=2)
+    8704
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    n_alpha = num_multi_indices(order)
+    first = c * c * n // reduction
+    if mode == "diag":
+        return first + c * c * n_alpha * n // (reduction * partition)
+    return first + c**3 * n_alpha * n * n // (reduction * partition**2)
+
+
+class NeuralEPDO(EquivariantModule):
+    r"""Neural ePDO layer (see the module docstring for the maths and the parameter count).
+
+    Args:
+        in_type: input fields of a finite group (C_N or D_N).
+        out_type: output fields; ``None`` = ``in_type`` (required in ``diag`` mode).
+        order: truncation order N of Gamma_N.
+        kernel_size: odd stencil width k (>= 2 ceil(N/2) + 1 for finite differences).
+        discretization: ``"fd"`` (finite differences) or ``"gauss"`` (Gaussian derivatives; needs ``sigma``).
+        reduction: r; the hidden layer has ``len(in_type) / r`` regular fields (r must divide the field count).
+        partition: p; coefficients shared by p copies of the field list (p must divide it, and the field
+            list must repeat with period ``len / p``; in ``full`` mode for in_type and out_type).
+        mode: ``"diag"`` (Prop. 3, permutation fields) or ``"full"`` (Prop. 2, any fields).
+        sigma: Gaussian width in pixels for ``"gauss"``.
+        bias: biases in both generator layers (counted in :attr:`num_bias_params`).
+        backend: ``"torch"`` (default, pure torch) or ``"cpp"`` (fused C++ kernel for the diag product on
+            CPU, compiled on first use; needs a C++ compiler). ``full`` mode always runs in torch.
+
+    Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H, W)`` (zero padding, same size).
+
+    >>> from epdo import groups, fields, nn
+    >>> G = groups.cyclic(4)
+    >>> t = fields.FieldType(G, [G.regular] * 2)
+    >>> layer = nn.NeuralEPDO(t, order=2, kernel_size=3, reduction=2, partition=2)
+    >>> layer(torch.randn(1, 8, 9, 9)).shape
+    torch.Size([1, 8, 9, 9])
+    >>> layer.num_generator_params == expected_num_params("diag", c=2, order=2, n=4, reduction=2, partition=2)
+    True
+    """
+
+    def __init__(self, in_type: FieldType, out_type: FieldType | None = None, order: int = 4, kernel_size: int = 5,
+                 discretization: str = "fd", reduction: int = 1, partition: int = 1, mode: str = "diag",
+                 sigma: float | None = None, bias: bool = True, backend: str = "torch", device=None, dtype=None):
+        name = type(self).__name__
+        if not isinstance(in_type, FieldType):
+            raise TypeError(f"{name}: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
+        out_type = in_type if out_type is None else out_type
+        super().__init__(in_type, out_type)
+        if mode not in MODES:
+            raise ValueError(f"{name}: unknown mode {mode!r}; expected one of {MODES}")
+        if backend not in BACKENDS:
+            raise ValueError(f"{name}: unknown backend {backend!r}; expected one of {BACKENDS}")
+        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 0:
+            raise ValueError(f"{name}: order must be a non-negative integer, got {order!r}")
+        self.disc = Discretization(discretization, kernel_size, sigma)
+        self.disc.check_order(order)
+        group = in_type.group
+        if out_type.group != group:
+            raise ValueError(f"{name}: in_type is of {group.name} but out_type of {out_type.group.name}")
+        if not group.is_finite:
+            raise ValueError(f"{name}: the generator's hidden layer is made of regular fields, which needs a finite "
+                             f"group (C_N or D_N), got {group.name}")
+        c = len(in_type)
+        for what, v in (("reduction", reduction), ("partition", partition)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 or c % v:
+                raise ValueError(f"{name}: {what} must be a positive integer dividing the number of input fields "
+                                 f"({c}), got {v!r}")
+        in_reps = list(in_type)
+        out_reps = list(out_type)
+        if mode == "diag":
+            if out_type != in_type:
+                raise ValueError(f"{name}: mode='diag' maps a field type to itself (Prop. 3): out_type must equal "
+                                 f"in_type {in_type}, got {out_type}; use mode='full' or a PointwiseLinear after it")
+            for i, r in enumerate(in_reps):
+                if not is_permutation_representation(r):
+                    raise ValueError(f"{name}: mode='diag' needs permutation fields (regular, quotient, trivial; "
+                                     f"Prop. 3), field {i} of {in_type} is {r!r}; use mode='full'")
+        else:
+            if len(out_type) % partition:
+                raise ValueError(f"{name}: partition={partition} must divide the number of output fields "
+                                 f"({len(out_type)})")
+        self._check_periodic(in_reps, partition, "in_type")
+        if mode == "full":
+            self._check_periodic(out_reps, partition, "out_type")
+        self.order, self.kernel_size, self.mode, self.backend = int(order), int(kernel_size), mode, backend
+        self.reduction, self.partition = int(reduction), int(partition)
+        n_alpha = num_multi_indices(order)
+        self.n_alpha = n_alpha
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
+
+        hidden = [group.regular] * (c // reduction)
+        in0 = in_reps[: c // partition]
+        self.generator1 = HomExpansion(in_reps, hidden, **fk)
+        self.bias1 = FieldBias(hidden, **fk) if bias else None
+        s1 = stencils_1d(order, self.disc)
+        sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(order)])
+        if mode == "diag":
+            coef_reps = [_diag_coefficient_rep(r, order) for r in in0]
+            fan = 1
+            self.c0_in = self.c0_out = sum(r.size for r in in0)
+            alpha_of_row = np.tile(np.arange(n_alpha), self.c0_in)
+            perm = None
+        else:
+            out0 = out_reps[: len(out_reps) // partition]
+            coef_reps = [_full_coefficient_rep(ro, ri, order) for ro in out0 for ri in in0]
+            self.c0_in = sum(r.size for r in in0)
+            self.c0_out = sum(r.size for r in out0)
+            fan = self.c0_in
+            perm = np.argsort(_full_layout(out0, in0, n_alpha))  # row of generator output for each (o, alpha, i)
+            alpha_of_row = np.tile(np.repeat(np.arange(n_alpha), self.c0_in), self.c0_out)
+        self.generator2 = HomExpansion(hidden, coef_reps, **fk)
+        self.bias2 = FieldBias(coef_reps, **fk) if bias else None
+        order_of = np.array([a + b for a, b in multi_indices(order)])
+        lam = np.zeros(n_alpha)
+        for m in range(order + 1):
+            sel = order_of == m
+            lam[sel] = 1.0 / np.sqrt(n_alpha * fan * sq_norm[sel].mean())
+        self.register_buffer("_row_scale", torch.tensor(lam[alpha_of_row], **fk), persistent=False)
+        self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
+        self._stencils = PDOStencils(s1, multi_indices(order))
+        if mode == "full":
+            st2 = torch.tensor(self._stencils.stencils_2d(), **fk)
+            self.register_buffer("_stencils2d", st2[:, None], persistent=False)
+        self._eval_cache: tuple | None = None
+        self.reset_parameters()
+
+    @staticmethod
+    def _check_periodic(reps: list[Representation], partition: int, what: str) -> None:
+        period = len(reps) // partition
+        for i, r in enumerate(reps):
+            if r != reps[i % period]:
+                raise ValueError(f"NeuralEPDO: partition={partition} needs {what} to be {partition} copies of its first "
+                                 f"{period} fields; field {i} is {r!r}, field {i % period} is {reps[i % period]!r}")
+
+    # --- parameters -----------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Weights N(0, 1) in the Hom bases, rescaled so that the expanded W1 has mean squared row norm 2
+        (He gain for the ReLU) and W2 mean squared row norm 1; biases zero."""
+        with torch.no_grad():
+            for gen, target in ((self.generator1, 2.0), (self.generator2, 1.0)):
+                gen.reset_parameters()
+                m = gen()
+                norm2 = m.pow(2).sum(1).mean()
+                if norm2 > 0:
+                    for w in gen.weights:
+                        w.mul_((target / norm2).sqrt())
+            for b in (self.bias1, self.bias2):
+                if b is not None and b.bias is not None:
+                    b.bias.zero_()
+        self._eval_cache = None
+
+    @property
+    def num_generator_params(self) -> int:
+        """Weights of W1 and W2 (the count of Table 1)."""
+        return self.generator1.num_params + self.generator2.num_params
+
+    @property
+    def num_bias_params(self) -> int:
+        return sum(b.num_params for b in (self.bias1, self.bias2) if b is not None)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        w1 = self.generator1()
+        b1 = None if self.bias1 is None else self.bias1()
+        w2 = self.generator2()
+        b2 = None if self.bias2 is None else self.bias2()
+        if self._perm is not None:
+            w2 = w2[self._perm]
+            b2 = None if b2 is None else b2[self._perm]
+        w2 = w2 * self._row_scale[:, None]
+        b2 = None if b2 is None else b2 * self._row_scale
+        return w1, b1, w2, b2
+
+    def _versions(self) -> tuple:
+        return tuple((p._version, p.data_ptr()) for p in self.parameters())
+
+    def generator_weights(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """``(W1, b1, W2, b2)`` expanded (cached in eval mode, rebuilt when the parameters change)."""
+        if self.training:
+            self._eval_cache = None
+            return self._expand()
+        key = self._versions()
+        if self._eval_cache is None or self._eval_cache[0] != key:
+            with torch.no_grad():
+                self._eval_cache = (key, self._expand())
+        return self._eval_cache[1]
+
+    def train(self, mode: bool = True):
+        self._eval_cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._eval_cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    # --- forward --------------------------------------------------------------------------------
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """The generated per-pixel coefficients: diag ``(B, C/p, |Gamma|, H, W)``; full
+        ``(B, C_out/p, |Gamma|, C_in/p, H, W)`` (already multiplied by the per-order scale)."""
+        w1, b1, w2, b2 = self.generator_weights()
+        if x.dtype != w1.dtype:  # autocast
+            w1, w2 = w1.to(x.dtype), w2.to(x.dtype)
+            b1 = None if b1 is None else b1.to(x.dtype)
+            b2 = None if b2 is None else b2.to(x.dtype)
+        h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
+        w = F.conv2d(h, w2[:, :, None, None], b2)
+        b_, _, hh, ww = x.shape
+        if self.mode == "diag":
+            return w.view(b_, self.c0_in, self.n_alpha, hh, ww)
+        return w.view(b_, self.c0_out, self.n_alpha, self.c0_in, hh, ww)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = x.contiguous()
+        coef = self.coefficients(x)
+        if self.mode == "diag":
+            return pdo_product(x, coef, self._stencils, self.backend)
+        b_, c, hh, ww = x.shape
+        st = self._stencils2d.to(x.dtype)
+        d = F.conv2d(x.reshape(b_ * c, 1, hh, ww), st, padding=self.kernel_size // 2)
+        d = d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
+        out = torch.einsum("boaihw,bpiahw->bpohw", coef, d)
+        return out.reshape(b_, self.out_type.size, hh, ww)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_type} -> {self.out_type}, order={self.order}, kernel_size={self.kernel_size}, "
+             f"discretization={self.disc.method!r}")
+        if self.disc.sigma is not None:
+            s += f", sigma={self.disc.sigma}"
+        s += f", reduction={self.reduction}, partition={self.partition}, mode={self.mode!r}"
+        if self.backend != "torch":
+            s += f", backend={self.backend!r}"
+        return s
