@@ -110,12 +110,16 @@ class FCNN(nn.Module):
 #: ("same" first layer: padding 1, so that every pooled size is even and 90-degree invariance is exact).
 PDO_BACKBONE_DEFAULTS: dict[str, Any] = dict(group="C8", width=0.25, order=2, kernel_size=3, first_padding=1, fc_hidden=32)
 
+#: Extra defaults of the Neural ePDO backbone: reduction and partition must divide every width (4, 6, 8, 8, 12).
+NEURAL_EPDO_BACKBONE_DEFAULTS: dict[str, Any] = dict(reduction=2, partition=2)
+
 
 def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int, kwargs: dict | None) -> nn.Module:
     """The network after the PDE layer: the paper's FCNN, or (beyond the paper) an equivariant PDO network.
 
     ``"pdo"`` / ``"neural-epdo"``: :class:`~epdo.models.mnist_rot.MnistRotNet` with ``layer="pdo"`` /
-    ``"neural-epdo"`` and :data:`PDO_BACKBONE_DEFAULTS` updated by ``kwargs`` (``hidden`` is then unused).
+    ``"neural-epdo"`` and :data:`PDO_BACKBONE_DEFAULTS` (and :data:`NEURAL_EPDO_BACKBONE_DEFAULTS`) updated by
+    ``kwargs`` (``hidden`` is then unused).
     """
     if kind == "fcnn":
         if kwargs:
@@ -123,12 +127,14 @@ def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int, kw
         return FCNN(hidden=hidden, image_size=image_size, num_classes=num_classes)
     from .mnist_rot import MnistRotNet
 
+    defaults = dict(PDO_BACKBONE_DEFAULTS)
     if kind == "neural-epdo":
         import epdo.nn as enn
 
         if not hasattr(enn, "NeuralEPDO"):
             raise ValueError("backbone 'neural-epdo' needs epdo.nn.NeuralEPDO, which is not available in this version")
-    return MnistRotNet(layer=kind, num_classes=num_classes, **{**PDO_BACKBONE_DEFAULTS, **(kwargs or {})})
+        defaults.update(NEURAL_EPDO_BACKBONE_DEFAULTS)
+    return MnistRotNet(layer=kind, num_classes=num_classes, **{**defaults, **(kwargs or {})})
 
 
 class EqPdeNet(nn.Module):
