@@ -1,22 +1,29 @@
 r"""The per-pixel PDO product of the Neural ePDO layer, with a hand-written backward.
 
-.. math:: \mathrm{out}_c(x) = \sum_{\alpha\in\Gamma_N} w_{\alpha, c \bmod C_0}(x)\, (\partial^\alpha f_c)(x)
+.. math:: \mathrm{out}_c(x) = \sum_{\alpha\in\Gamma_N} w_{c \bmod C_0, \alpha}(x)\, (\partial^\alpha f_c)(x)
 
 for ``f`` of shape ``(B, C, H, W)`` and per-pixel coefficients ``w`` of shape ``(B, C_0, |Gamma_N|, H, W)``
 (``C = p C_0``: the ``p`` partitions of the channels share coefficients). The discretised
 :math:`\partial^{(a,b)}` is separable: a 1-D pass of the order-``a`` stencil along x, then one of order ``b``
 along y (:func:`epdo.diffops.stencils_1d`), zero padding, same-size output.
 
-Nothing of size ``|Gamma_N| x`` the input is kept for backward: only ``f`` and ``w`` are saved and the
-derivative maps are recomputed (they cost ~100 multiply-adds per value, far less than the memory traffic
-of storing and re-reading them). Two implementations compute the same function:
+Everything runs chunk by chunk over the batch (about :data:`_CHUNK_ELEMENTS` values per buffer) with
+buffers allocated once per call, and nothing of size ``|Gamma_N| x`` the input is ever stored:
 
-- ``"torch"`` (default, always available, the tested reference): the image planes are zero padded and
-  flattened, so that every stencil tap is a shift of one contiguous 1-D array; each pass is then a single
-  long, vectorised ``add_``/``addcmul_`` over a cache-sized chunk of planes (no ``unfold``, no depthwise
-  ``conv2d``, whose 1-channel groups run far below peak on CPU).
-- ``"cpp"`` (optional): one fused C++ loop per image plane (x pass into a small buffer, y pass and product
-  row by row, all in L1/L2), compiled on first use with ``torch.utils.cpp_extension.load_inline``
+- the derivative maps are recomputed in backward (~100 multiply-adds per value: far cheaper than the
+  memory traffic of storing and re-reading them);
+- :func:`generated_pdo_product` also takes the generator's last layer, ``w = W2 h + b2``, and produces
+  ``w`` per chunk into a reused buffer while it is still in cache; backward regenerates it (one more GEMM)
+  instead of keeping ``C_0 |Gamma_N|`` maps per image alive between forward and backward.
+
+Two implementations of the per-chunk product compute the same function:
+
+- ``"torch"`` (default, always available, the tested reference): planes are zero padded above and below
+  and flattened, so each y tap is a constant offset and every pass a long contiguous ``addcmul_``; the x
+  pass is a GEMM with a banded W x W matrix. No ``unfold``, no depthwise ``conv2d`` (whose 1-channel groups
+  run far below peak on CPU).
+- ``"cpp"`` (optional, CPU float32/float64): one fused C++ loop per image plane (x pass into an L1-sized
+  buffer, y pass and product row by row), compiled on first use by ``torch.utils.cpp_extension.load_inline``
   (needs a C++ compiler; about a minute on 2 cores, then cached by torch). Tested against ``"torch"``.
 """
 
@@ -31,14 +38,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BACKENDS", "pdo_product", "cpp_extension_available", "load_cpp_extension", "PDOStencils"]
+__all__ = ["BACKENDS", "PDOStencils", "cpp_extension_available", "generated_pdo_product", "load_cpp_extension",
+           "pdo_product"]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "cpp")
 
-# Planes per chunk of the pure-torch path: the working set (f, ~2 x (N+1) maps, w, out) stays near L2 size.
-_CHUNK_ELEMENTS = 1 << 17
+# Images per chunk: about this many values in the largest per-chunk buffer (generated coefficients or x
+# passes), 4 MiB in float32, so a chunk's working set stays in the L2/L3 caches between passes.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 class PDOStencils:
@@ -74,10 +83,10 @@ class PDOStencils:
 # ---------------------------------------------------------------------------------------------------------
 # pure torch
 # ---------------------------------------------------------------------------------------------------------
-# Layout: a chunk of planes is zero padded by r rows above and below (not sideways) and flattened, so
-# the row shift of a y-tap is a constant offset and the H x W output of a plane is one contiguous run of
-# H*W values starting at (tap row) * W: every pass is a long, contiguous, vectorised elementwise op. The
-# x pass (with its exact zero padding at the left and right borders) is a GEMM with a banded W x W matrix.
+# Layout: a chunk of planes is zero padded by r rows above and below (not sideways) and flattened, so the
+# row shift of a y tap is a constant offset and the H x W result of a plane is one contiguous run of H*W
+# values starting at (tap row) * W: every pass is a long, contiguous, vectorised elementwise op. The x pass
+# (with its exact zero padding at the left and right borders) is a GEMM with a banded W x W matrix.
 def _taps(s: tuple[float, ...]) -> list[tuple[int, float]]:
     return [(i, c) for i, c in enumerate(s) if c != 0.0]
 
@@ -89,56 +98,47 @@ def _x_matrices(st: PDOStencils, width: int, dtype: torch.dtype, device: torch.d
     for a in range(st.order + 1):
         m = np.zeros((width, width))
         for v, c in enumerate(st.sx[a]):
-            off = v - st.r  # F column j + off contributes to output column j
+            off = v - st.r  # input column j + off feeds output column j
             for j in range(max(0, -off), min(width, width - off)):
                 m[j + off, j] = c
         out.append(torch.tensor(m, dtype=dtype, device=device))
     return tuple(out)
 
 
-def _chunk_bounds(batch: int, per_item: int) -> list[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS // max(per_item, 1))
-    return [(i, min(batch, i + step)) for i in range(0, batch, step)]
+class _TorchKernel:
+    """The product on chunks of at most ``n_max`` images, with buffers allocated once (fresh large
+    allocations cost page faults on every chunk)."""
 
+    def __init__(self, f: torch.Tensor, c0: int, n_max: int, st: PDOStencils, backward: bool):
+        _, c, h, w = f.shape
+        self.st, self.c, self.c0, self.p, self.h, self.w, self.r = st, c, c0, c // c0, h, w, st.r
+        self.hp, self.hw = h + 2 * st.r, h * w
+        self.xt = _x_matrices(st, w, f.dtype, f.device)
+        self.fp = f.new_zeros(n_max * c, self.hp, w)  # pad rows stay zero
+        self.g = f.new_empty(st.order + 1, n_max * c * self.hp, w)
+        if backward:
+            self.acc = f.new_empty(n_max * c * self.hw)
+            self.z = f.new_empty(st.order + 1, n_max * c * self.hp * w)
+            self.gfp = f.new_empty(n_max * c * self.hp, w)
 
-class _XPass:
-    """x passes of chunks of ``(n, C, H, W)`` into reused buffers (allocated once per call: large fresh
-    allocations cost page faults on every chunk). For each order a: ``(n, C, (H + 2r) * W)`` with zero rows."""
-
-    def __init__(self, like: torch.Tensor, n_max: int, st: PDOStencils):
-        _, c, h, w = like.shape
-        self.r, self.c, self.h, self.w = st.r, c, h, w
-        self.hp = h + 2 * st.r
-        self.xt = _x_matrices(st, w, like.dtype, like.device)
-        self.fp = like.new_zeros(n_max * c, self.hp, w)  # pad rows stay zero
-        self.g = like.new_empty(st.order + 1, n_max * c * self.hp, w)
-
-    def __call__(self, fc: torch.Tensor) -> list[torch.Tensor]:
+    def _x_pass(self, fc: torch.Tensor) -> list[torch.Tensor]:
         n = fc.shape[0]
         rows = n * self.c * self.hp
         fp = self.fp[: n * self.c]
         fp[:, self.r: self.r + self.h] = fc.reshape(n * self.c, self.h, self.w)
         fp2 = fp.view(rows, self.w)
-        return [torch.mm(fp2, m, out=self.g[a, :rows]).view(n, self.c, self.hp * self.w)
+        return [torch.mm(fp2, m, out=self.g[a, :rows]).view(n, self.p, self.c0, self.hp * self.w)
                 for a, m in enumerate(self.xt)]
 
-
-def _torch_forward(f: torch.Tensor, w: torch.Tensor, st: PDOStencils) -> torch.Tensor:
-    b_, c, h, wd = f.shape
-    c0, n_alpha = w.shape[1], w.shape[2]
-    p, hw = c // c0, h * wd
-    out = torch.empty_like(f)
-    bounds = _chunk_bounds(b_, c * (h + 2 * st.r) * wd * (st.order + 1))
-    xp = _XPass(f, bounds[0][1] - bounds[0][0], st)
-    for i0, i1 in bounds:
-        n = i1 - i0
-        gs = [g.view(n, p, c0, -1) for g in xp(f[i0:i1])]
-        wc = w[i0:i1].reshape(n, 1, c0, n_alpha, hw)
-        o = out[i0:i1].view(n, p, c0, hw)
+    def forward(self, fc: torch.Tensor, wc: torch.Tensor, out: torch.Tensor) -> None:
+        n, wd, hw = fc.shape[0], self.w, self.hw
+        gs = self._x_pass(fc)
+        wc = wc.reshape(n, 1, self.c0, -1, hw)
+        o = out.view(n, self.p, self.c0, hw)
         first = True
-        for t, (a, b) in enumerate(st.alphas):
+        for t, (a, b) in enumerate(self.st.alphas):
             wt = wc[:, :, :, t]
-            for u, coef in _taps(st.sy[b]):
+            for u, coef in _taps(self.st.sy[b]):
                 src = gs[a][..., u * wd: u * wd + hw]
                 if first:
                     torch.mul(src, wt, out=o)
@@ -149,35 +149,16 @@ def _torch_forward(f: torch.Tensor, w: torch.Tensor, st: PDOStencils) -> torch.T
                     o.addcmul_(src, wt, value=coef)
         if first:
             o.zero_()
-    return out
 
-
-def _torch_backward(f: torch.Tensor, w: torch.Tensor, g: torch.Tensor, st: PDOStencils,
-                    need_f: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    b_, c, h, wd = f.shape
-    c0, n_alpha = w.shape[1], w.shape[2]
-    p, hw, r = c // c0, h * wd, st.r
-    hp = h + 2 * r
-    gf = torch.empty_like(f) if need_f else None
-    gw = torch.empty_like(w) if need_w else None
-    bounds = _chunk_bounds(b_, 2 * c * hp * wd * (st.order + 1))
-    n_max = bounds[0][1] - bounds[0][0]
-    if need_w:
-        xp = _XPass(f, n_max, st)
-        acc_buf = f.new_empty(n_max * c * hw)
-    if need_f:
-        xt = _x_matrices(st, wd, f.dtype, f.device)
-        z_buf = f.new_empty(st.order + 1, n_max * c * hp * wd)
-        v_buf = f.new_empty(n_max * c * hw)
-        gf_buf = f.new_empty(n_max * c * hp, wd)
-    for i0, i1 in bounds:
-        n = i1 - i0
-        gc = g[i0:i1].reshape(n, p, c0, hw)
-        wc = w[i0:i1].reshape(n, 1, c0, n_alpha, hw)
-        if need_w:
-            gs = [x.view(n, p, c0, -1) for x in xp(f[i0:i1])]
-            gwc = gw[i0:i1].view(n, c0, n_alpha, hw)
-            acc = acc_buf[: n * c * hw].view(n, p, c0, hw)
+    def backward(self, fc: torch.Tensor, wc: torch.Tensor, gc: torch.Tensor, gf: torch.Tensor | None,
+                 gw: torch.Tensor | None) -> None:
+        n, wd, hw, st = fc.shape[0], self.w, self.hw, self.st
+        gc = gc.reshape(n, self.p, self.c0, hw)
+        wc = wc.reshape(n, 1, self.c0, -1, hw)
+        if gw is not None:
+            gs = self._x_pass(fc)
+            gwc = gw.view(n, self.c0, -1, hw)
+            acc = self.acc[: n * self.c * hw].view(n, self.p, self.c0, hw)
             for t, (a, b) in enumerate(st.alphas):
                 taps = _taps(st.sy[b])
                 if not taps:
@@ -191,15 +172,12 @@ def _torch_backward(f: torch.Tensor, w: torch.Tensor, g: torch.Tensor, st: PDOSt
                             acc.mul_(coef)
                     else:
                         acc.addcmul_(src, gc, value=coef)
-                if p == 1:
-                    gwc[:, :, t] = acc[:, 0]
-                else:
-                    torch.sum(acc, 1, out=gwc[:, :, t])
-        if need_f:
-            zs = z_buf[:, : n * c * hp * wd]
+                torch.sum(acc, 1, out=gwc[:, :, t])
+        if gf is not None:
+            zs = self.z[:, : n * self.c * self.hp * wd]
             zs.zero_()
-            zs = zs.view(st.order + 1, n, p, c0, hp * wd)
-            v = v_buf[: n * c * hw].view(n, p, c0, hw)
+            zs = zs.view(st.order + 1, n, self.p, self.c0, self.hp * wd)
+            v = self.acc[: n * self.c * hw].view(n, self.p, self.c0, hw)
             for t, (a, b) in enumerate(st.alphas):
                 taps = _taps(st.sy[b])
                 if not taps:
@@ -207,30 +185,14 @@ def _torch_backward(f: torch.Tensor, w: torch.Tensor, g: torch.Tensor, st: PDOSt
                 torch.mul(wc[:, :, :, t], gc, out=v)
                 for u, coef in taps:
                     zs[a][..., u * wd: u * wd + hw].add_(v, alpha=coef)
-            acc = gf_buf[: n * c * hp]
+            acc = self.gfp[: n * self.c * self.hp]
             for a in range(st.order + 1):
                 z = zs[a].view(-1, wd)
                 if a == 0:
-                    torch.mm(z, xt[a].T, out=acc)
+                    torch.mm(z, self.xt[a].T, out=acc)
                 else:
-                    acc.addmm_(z, xt[a].T)
-            gf[i0:i1] = acc.view(n, c, hp, wd)[:, :, r: r + h]
-    return gf, gw
-
-
-class _TorchPDOProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, w, st):
-        ctx.save_for_backward(f, w)
-        ctx.st = st
-        return _torch_forward(f, w, st)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        f, w = ctx.saved_tensors
-        gf, gw = _torch_backward(f, w, g.contiguous(), ctx.st, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return gf, gw, None
+                    acc.addmm_(z, self.xt[a].T)
+            gf.copy_(acc.view(n, self.c, self.hp, wd)[:, :, self.r: self.r + self.h])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,193 +201,225 @@ class _TorchPDOProduct(torch.autograd.Function):
 _CPP_SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <vector>
 
 namespace {
 
+// Plane-at-a-time loops over the H*W values of an image plane (long, unit-stride, vectorisable), with
+// the x taps' row-crossing columns (the first and last r of each row) recomputed exactly afterwards.
+// Buffers: g[a] / z[a] hold (H + 2r) x W values, the image rows at r .. r + H - 1, zero pad rows, so a
+// y tap u is the constant offset u * W.
+
 struct Taps {
-  std::vector<std::vector<int>> idx;     // nonzero taps per order
+  std::vector<std::vector<int>> idx;  // nonzero taps of each 1-D stencil (offset u = idx - r)
   std::vector<std::vector<double>> val;
 };
 
-Taps make_taps(const at::Tensor& s) {  // s: (N+1, k) float64 on CPU
+Taps make_taps(const at::Tensor& s) {  // s: (N+1, k) float64
   Taps t;
   auto a = s.accessor<double, 2>();
   for (int64_t o = 0; o < s.size(0); ++o) {
-    std::vector<int> i; std::vector<double> v;
-    for (int64_t u = 0; u < s.size(1); ++u) if (a[o][u] != 0.0) { i.push_back((int)u); v.push_back(a[o][u]); }
-    t.idx.push_back(i); t.val.push_back(v);
+    std::vector<int> i;
+    std::vector<double> v;
+    for (int64_t u = 0; u < s.size(1); ++u)
+      if (a[o][u] != 0.0) { i.push_back((int)u); v.push_back(a[o][u]); }
+    t.idx.push_back(i);
+    t.val.push_back(v);
   }
   return t;
 }
 
-// x pass of one plane f (H x W) into g (N+1 buffers of (H + 2r) x W, rows r..r+H-1; pad rows stay 0)
-template <typename T>
-void x_pass(const T* __restrict f, T* __restrict g, T* __restrict row, int64_t H, int64_t W, int r,
-            const Taps& sx) {
-  const int64_t Wp = W + 2 * r, plane = (H + 2 * r) * W;
-  for (int64_t i = 0; i < H; ++i) {
-    for (int q = 0; q < r; ++q) { row[q] = 0; row[r + W + q] = 0; }
-    for (int64_t j = 0; j < W; ++j) row[r + j] = f[i * W + j];
-    for (size_t a = 0; a < sx.idx.size(); ++a) {
-      T* __restrict dst = g + a * plane + (i + r) * W;
-      for (int64_t j = 0; j < W; ++j) dst[j] = 0;
-      for (size_t k = 0; k < sx.idx[a].size(); ++k) {
-        const T c = (T)sx.val[a][k];
-        const T* __restrict src = row + sx.idx[a][k];
-        for (int64_t j = 0; j < W; ++j) dst[j] += c * src[j];
-      }
-    }
-  }
-  (void)Wp;
-}
+struct Problem {
+  int64_t B, C, C0, A, H, W;
+  int r;
+  Taps sx, sy;
+  std::vector<int> aa, bb;
+};
 
-template <typename T>
-void forward_impl(const T* f, const T* w, T* out, int64_t B, int64_t C, int64_t C0, int64_t A, int64_t H,
-                  int64_t W, int r, const Taps& sx, const Taps& sy, const std::vector<int>& aa,
-                  const std::vector<int>& bb) {
-  const int64_t P = C / C0, HW = H * W, plane = (H + 2 * r) * W, n_ord = (int64_t)sx.idx.size();
-  at::parallel_for(0, B * C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(n_ord * plane, T(0)), row(W + 2 * r), d(W);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / C0, c0 = task % C0;
-      const T* wp = w + (b * C0 + c0) * A * HW;
-      for (int64_t k = 0; k < P; ++k) {
-        const int64_t c = k * C0 + c0;
-        const T* fp = f + (b * C + c) * HW;
-        T* op = out + (b * C + c) * HW;
-        x_pass(fp, g.data(), row.data(), H, W, r, sx);
-        for (int64_t i = 0; i < H; ++i) {
-          T* __restrict o = op + i * W;
-          for (int64_t j = 0; j < W; ++j) o[j] = 0;
-          for (int64_t t = 0; t < A; ++t) {
-            const int a = aa[t], bo = bb[t];
-            const T* __restrict wt = wp + t * HW + i * W;
-            for (int64_t j = 0; j < W; ++j) d[j] = 0;
-            for (size_t q = 0; q < sy.idx[bo].size(); ++q) {
-              const T cc = (T)sy.val[bo][q];
-              const T* __restrict src = g.data() + a * plane + (i + sy.idx[bo][q]) * W;
-              for (int64_t j = 0; j < W; ++j) d[j] += cc * src[j];
-            }
-            for (int64_t j = 0; j < W; ++j) o[j] += wt[j] * d[j];
-          }
-        }
-      }
-    }
-  });
-}
-
-template <typename T>
-void backward_impl(const T* f, const T* w, const T* go, T* gf, T* gw, int64_t B, int64_t C, int64_t C0,
-                   int64_t A, int64_t H, int64_t W, int r, const Taps& sx, const Taps& sy,
-                   const std::vector<int>& aa, const std::vector<int>& bb) {
-  const int64_t P = C / C0, HW = H * W, plane = (H + 2 * r) * W, n_ord = (int64_t)sx.idx.size();
-  const int64_t Wp = W + 2 * r, zplane = H * Wp;
-  at::parallel_for(0, B * C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(n_ord * plane, T(0)), row(W + 2 * r), d(W), v(W), z(n_ord * (H + 2 * r) * Wp);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / C0, c0 = task % C0;
-      const T* wp = w + (b * C0 + c0) * A * HW;
-      T* gwp = gw ? gw + (b * C0 + c0) * A * HW : nullptr;
-      for (int64_t k = 0; k < P; ++k) {
-        const int64_t c = k * C0 + c0;
-        const T* fp = f + (b * C + c) * HW;
-        const T* gp = go + (b * C + c) * HW;
-        if (gwp) x_pass(fp, g.data(), row.data(), H, W, r, sx);
-        if (gf) std::fill(z.begin(), z.end(), T(0));
-        for (int64_t i = 0; i < H; ++i) {
-          const T* __restrict gr = gp + i * W;
-          for (int64_t t = 0; t < A; ++t) {
-            const int a = aa[t], bo = bb[t];
-            const size_t nt = sy.idx[bo].size();
-            if (gwp) {
-              for (int64_t j = 0; j < W; ++j) d[j] = 0;
-              for (size_t q = 0; q < nt; ++q) {
-                const T cc = (T)sy.val[bo][q];
-                const T* __restrict src = g.data() + a * plane + (i + sy.idx[bo][q]) * W;
-                for (int64_t j = 0; j < W; ++j) d[j] += cc * src[j];
-              }
-              T* __restrict dst = gwp + t * HW + i * W;
-              if (k == 0) for (int64_t j = 0; j < W; ++j) dst[j] = gr[j] * d[j];
-              else for (int64_t j = 0; j < W; ++j) dst[j] += gr[j] * d[j];
-            }
-            if (gf && nt) {
-              const T* __restrict wt = wp + t * HW + i * W;
-              for (int64_t j = 0; j < W; ++j) v[j] = wt[j] * gr[j];
-              for (size_t q = 0; q < nt; ++q) {
-                const T cc = (T)sy.val[bo][q];
-                // row i + u - r of the (H + 2r)-row z buffer, columns r .. r + W - 1
-                T* __restrict zr = z.data() + a * (H + 2 * r) * Wp + (i + sy.idx[bo][q]) * Wp + r;
-                for (int64_t j = 0; j < W; ++j) zr[j] += cc * v[j];
-              }
-            }
-          }
-        }
-        if (gf) {
-          T* gfp = gf + (b * C + c) * HW;
-          for (int64_t i = 0; i < H; ++i) {
-            T* __restrict o = gfp + i * W;
-            for (int64_t j = 0; j < W; ++j) o[j] = 0;
-            for (int64_t a = 0; a < n_ord; ++a) {
-              const T* zr = z.data() + a * (H + 2 * r) * Wp + (i + r) * Wp;
-              // adjoint of the x pass: o[j] += sx[a][v] * z[j - (v - r)] (padded column index j - v + 2r)
-              for (size_t q = 0; q < sx.idx[a].size(); ++q) {
-                const T cc = (T)sx.val[a][q];
-                const T* __restrict src = zr + 2 * r - sx.idx[a][q];
-                for (int64_t j = 0; j < W; ++j) o[j] += cc * src[j];
-              }
-            }
-          }
-        }
-      }
-    }
-  });
-  (void)zplane;
-}
-
-void check(const at::Tensor& f, const at::Tensor& w) {
+Problem make_problem(const at::Tensor& f, const at::Tensor& w, const at::Tensor& sx, const at::Tensor& sy,
+                     const std::vector<int64_t>& alphas) {
   TORCH_CHECK(f.device().is_cpu() && w.device().is_cpu(), "epdo cpp kernel: CPU tensors only");
   TORCH_CHECK(f.is_contiguous() && w.is_contiguous(), "epdo cpp kernel: contiguous tensors expected");
   TORCH_CHECK(f.dim() == 4 && w.dim() == 5 && f.size(0) == w.size(0) && f.size(1) % w.size(1) == 0 &&
               f.size(2) == w.size(3) && f.size(3) == w.size(4), "epdo cpp kernel: bad shapes");
   TORCH_CHECK(f.scalar_type() == w.scalar_type(), "epdo cpp kernel: dtype mismatch");
+  Problem p{f.size(0), f.size(1), w.size(1), w.size(2), f.size(2), f.size(3), (int)(sx.size(1) / 2),
+            make_taps(sx), make_taps(sy), {}, {}};
+  TORCH_CHECK((int64_t)alphas.size() == 2 * p.A, "epdo cpp kernel: alphas do not match w");
+  for (int64_t t = 0; t < p.A; ++t) { p.aa.push_back((int)alphas[2 * t]); p.bb.push_back((int)alphas[2 * t + 1]); }
+  return p;
+}
+
+// x passes of one plane f into g (image rows only; pad rows are never written and stay zero).
+// fb: scratch of H*W + 2r values (the plane with r guard values on both sides).
+template <typename T>
+void x_pass(const T* __restrict f, T* __restrict g, T* __restrict fb, const Problem& p) {
+  const int64_t H = p.H, W = p.W, HW = H * W, plane = (H + 2 * p.r) * W;
+  const int r = p.r;
+  for (int q = 0; q < r; ++q) { fb[q] = 0; fb[r + HW + q] = 0; }
+  std::copy(f, f + HW, fb + r);
+  for (size_t a = 0; a < p.sx.idx.size(); ++a) {
+    T* __restrict dst = g + a * plane + r * W;
+    const auto& ix = p.sx.idx[a];
+    const auto& vx = p.sx.val[a];
+    std::fill(dst, dst + HW, T(0));
+    for (size_t k = 0; k < ix.size(); ++k) {  // tap v reads f[q + v - r] = fb[q + v]
+      const T c = (T)vx[k];
+      const T* __restrict src = fb + ix[k];
+      for (int64_t q = 0; q < HW; ++q) dst[q] += c * src[q];
+    }
+    for (int64_t i = 0; i < H; ++i)  // exact values at the row ends
+      for (int64_t j = 0; j < W; ++j) {
+        if (j == r && W - r > r) j = W - r;
+        T s = 0;
+        for (size_t k = 0; k < ix.size(); ++k) {
+          const int64_t jj = j + ix[k] - r;
+          if (jj >= 0 && jj < W) s += (T)vx[k] * f[i * W + jj];
+        }
+        dst[i * W + j] = s;
+      }
+  }
+}
+
+// d = derivative (a, b) of the plane (H*W values) from the x passes g
+template <typename T>
+inline void y_pass(const T* __restrict g, T* __restrict d, const Problem& p, int a, int b) {
+  const int64_t HW = p.H * p.W, plane = (p.H + 2 * p.r) * p.W;
+  const auto& iy = p.sy.idx[b];
+  if (iy.empty()) { std::fill(d, d + HW, T(0)); return; }
+  {
+    const T c = (T)p.sy.val[b][0];
+    const T* __restrict src = g + a * plane + iy[0] * p.W;
+    for (int64_t q = 0; q < HW; ++q) d[q] = c * src[q];
+  }
+  for (size_t k = 1; k < iy.size(); ++k) {
+    const T c = (T)p.sy.val[b][k];
+    const T* __restrict src = g + a * plane + iy[k] * p.W;
+    for (int64_t q = 0; q < HW; ++q) d[q] += c * src[q];
+  }
+}
+
+template <typename T>
+void forward_impl(const T* f, const T* w, T* out, const Problem& p) {
+  const int64_t P = p.C / p.C0, HW = p.H * p.W, n_ord = (int64_t)p.sx.idx.size();
+  const int64_t plane = (p.H + 2 * p.r) * p.W;
+  at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> g(n_ord * plane, T(0)), fb(HW + 2 * p.r), d(HW);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / p.C0, c0 = task % p.C0;
+      const T* wp = w + (b * p.C0 + c0) * p.A * HW;
+      for (int64_t k = 0; k < P; ++k) {
+        const int64_t c = k * p.C0 + c0;
+        x_pass(f + (b * p.C + c) * HW, g.data(), fb.data(), p);
+        T* __restrict o = out + (b * p.C + c) * HW;
+        std::fill(o, o + HW, T(0));
+        for (int64_t t = 0; t < p.A; ++t) {
+          y_pass(g.data(), d.data(), p, p.aa[t], p.bb[t]);
+          const T* __restrict wt = wp + t * HW;
+          const T* __restrict dd = d.data();
+          for (int64_t q = 0; q < HW; ++q) o[q] += wt[q] * dd[q];
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const T* f, const T* w, const T* go, T* gf, T* gw, const Problem& p) {
+  const int64_t P = p.C / p.C0, H = p.H, W = p.W, HW = H * W, n_ord = (int64_t)p.sx.idx.size();
+  const int r = p.r;
+  const int64_t plane = (H + 2 * r) * W;
+  at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> g(n_ord * plane, T(0)), fb(HW + 2 * r), d(HW), v(HW), z(n_ord * plane);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / p.C0, c0 = task % p.C0;
+      const T* wp = w + (b * p.C0 + c0) * p.A * HW;
+      T* gwp = gw ? gw + (b * p.C0 + c0) * p.A * HW : nullptr;
+      for (int64_t k = 0; k < P; ++k) {
+        const int64_t c = k * p.C0 + c0;
+        const T* __restrict gr = go + (b * p.C + c) * HW;
+        if (gwp) x_pass(f + (b * p.C + c) * HW, g.data(), fb.data(), p);
+        if (gf) std::fill(z.begin(), z.end(), T(0));
+        for (int64_t t = 0; t < p.A; ++t) {
+          const int a = p.aa[t], bo = p.bb[t];
+          if (gwp) {  // grad w_t = sum over partitions of grad_out * d^alpha f
+            y_pass(g.data(), d.data(), p, a, bo);
+            T* __restrict dst = gwp + t * HW;
+            const T* __restrict dd = d.data();
+            if (k == 0) for (int64_t q = 0; q < HW; ++q) dst[q] = gr[q] * dd[q];
+            else for (int64_t q = 0; q < HW; ++q) dst[q] += gr[q] * dd[q];
+          }
+          const auto& iy = p.sy.idx[bo];
+          if (gf && !iy.empty()) {  // adjoint of the y pass: z_a[row i + u - r] += sy_b[u] w_t g
+            const T* __restrict wt = wp + t * HW;
+            T* __restrict vv = v.data();
+            for (int64_t q = 0; q < HW; ++q) vv[q] = wt[q] * gr[q];
+            for (size_t q2 = 0; q2 < iy.size(); ++q2) {
+              const T cc = (T)p.sy.val[bo][q2];
+              T* __restrict zr = z.data() + a * plane + iy[q2] * W;
+              for (int64_t q = 0; q < HW; ++q) zr[q] += cc * vv[q];
+            }
+          }
+        }
+        if (gf) {  // adjoint of the x pass on the image rows of z (pad rows belong to the zero padding)
+          T* __restrict o = gf + (b * p.C + c) * HW;
+          std::fill(o, o + HW, T(0));
+          for (int64_t a = 0; a < n_ord; ++a) {
+            const T* zr = z.data() + a * plane + r * W;
+            const auto& ix = p.sx.idx[a];
+            for (size_t q2 = 0; q2 < ix.size(); ++q2) {  // o[q] += sx[a][v] z[q - (v - r)]
+              const T cc = (T)p.sx.val[a][q2];
+              const T* __restrict src = zr + r - ix[q2];
+              for (int64_t q = 0; q < HW; ++q) o[q] += cc * src[q];
+            }
+          }
+          for (int64_t i = 0; i < H; ++i)  // exact values at the row ends
+            for (int64_t j = 0; j < W; ++j) {
+              if (j == r && W - r > r) j = W - r;
+              T s = 0;
+              for (int64_t a = 0; a < n_ord; ++a) {
+                const T* zr = z.data() + a * plane + (r + i) * W;
+                for (size_t q2 = 0; q2 < p.sx.idx[a].size(); ++q2) {
+                  const int64_t jj = j - (p.sx.idx[a][q2] - r);
+                  if (jj >= 0 && jj < W) s += (T)p.sx.val[a][q2] * zr[jj];
+                }
+              }
+              o[i * W + j] = s;
+            }
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
 
-at::Tensor pdo_forward(at::Tensor f, at::Tensor w, at::Tensor sx, at::Tensor sy, std::vector<int64_t> alphas) {
-  check(f, w);
-  Taps tx = make_taps(sx), ty = make_taps(sy);
-  std::vector<int> aa, bb;
-  for (size_t t = 0; t < alphas.size() / 2; ++t) { aa.push_back((int)alphas[2 * t]); bb.push_back((int)alphas[2 * t + 1]); }
-  auto out = at::empty_like(f);
-  const int r = (int)(sx.size(1) / 2);
+void pdo_forward(at::Tensor f, at::Tensor w, at::Tensor out, at::Tensor sx, at::Tensor sy,
+                 std::vector<int64_t> alphas) {
+  Problem p = make_problem(f, w, sx, sy, alphas);
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == f.sizes() && out.scalar_type() == f.scalar_type(),
+              "epdo cpp kernel: bad out");
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "pdo_forward", [&] {
-    forward_impl<scalar_t>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), f.size(0),
-                           f.size(1), w.size(1), w.size(2), f.size(2), f.size(3), r, tx, ty, aa, bb);
+    forward_impl<scalar_t>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), p);
   });
-  return out;
 }
 
-std::vector<at::Tensor> pdo_backward(at::Tensor f, at::Tensor w, at::Tensor go, at::Tensor sx, at::Tensor sy,
-                                     std::vector<int64_t> alphas, bool need_f, bool need_w) {
-  check(f, w);
+void pdo_backward(at::Tensor f, at::Tensor w, at::Tensor go, at::Tensor gf, at::Tensor gw, at::Tensor sx,
+                  at::Tensor sy, std::vector<int64_t> alphas) {
+  Problem p = make_problem(f, w, sx, sy, alphas);
   TORCH_CHECK(go.is_contiguous() && go.sizes() == f.sizes(), "epdo cpp kernel: bad grad_output");
-  Taps tx = make_taps(sx), ty = make_taps(sy);
-  std::vector<int> aa, bb;
-  for (size_t t = 0; t < alphas.size() / 2; ++t) { aa.push_back((int)alphas[2 * t]); bb.push_back((int)alphas[2 * t + 1]); }
-  at::Tensor gf = need_f ? at::empty_like(f) : at::Tensor();
-  at::Tensor gw = need_w ? at::empty_like(w) : at::Tensor();
-  const int r = (int)(sx.size(1) / 2);
+  const bool need_f = gf.numel() > 0, need_w = gw.numel() > 0;
+  TORCH_CHECK(!need_f || (gf.is_contiguous() && gf.sizes() == f.sizes()), "epdo cpp kernel: bad grad_f");
+  TORCH_CHECK(!need_w || (gw.is_contiguous() && gw.sizes() == w.sizes()), "epdo cpp kernel: bad grad_w");
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "pdo_backward", [&] {
     backward_impl<scalar_t>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(),
-                            need_f ? gf.data_ptr<scalar_t>() : nullptr, need_w ? gw.data_ptr<scalar_t>() : nullptr,
-                            f.size(0), f.size(1), w.size(1), w.size(2), f.size(2), f.size(3), r, tx, ty, aa, bb);
+                            need_f ? gf.data_ptr<scalar_t>() : nullptr, need_w ? gw.data_ptr<scalar_t>() : nullptr, p);
   });
-  return {gf, gw};
 }
 """
 
+_CPP_NAME = "epdo_neural_epdo_kernels"
 _CPP_LOCK = threading.Lock()
 _CPP_STATE: dict = {}
 
@@ -445,7 +439,7 @@ def load_cpp_extension(verbose: bool = False):
             from torch.utils.cpp_extension import load_inline
 
             flags = os.environ.get("EPDO_CPP_FLAGS", "-O3 -march=native -fopenmp").split()
-            mod = load_inline("epdo_neural_epdo_kernels", cpp_sources=[_CPP_SOURCE],
+            mod = load_inline(_CPP_NAME, cpp_sources=[_CPP_SOURCE],
                               functions=["pdo_forward", "pdo_backward"], extra_cflags=flags,
                               extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [], verbose=verbose)
         except Exception as e:  # compiler missing, headers missing, build error
@@ -455,11 +449,28 @@ def load_cpp_extension(verbose: bool = False):
         return mod
 
 
+def _cpp_is_built() -> bool:
+    """True if torch's extension cache holds a build of the current source (loading it is then quick)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        d = _get_build_directory(_CPP_NAME, False)
+        src = os.path.join(d, "main.cpp")
+        so = os.path.join(d, f"{_CPP_NAME}.so")
+        if not (os.path.exists(so) and os.path.exists(src)):
+            return False
+        with open(src) as fh:
+            return _CPP_SOURCE.strip() in fh.read()
+    except Exception:  # pragma: no cover - private torch API moved
+        return False
+
+
 def cpp_extension_available(build: bool = False) -> bool:
-    """True if the C++ kernel is loaded (``build=True``: try to compile it now)."""
+    """True if the C++ kernel is loaded or can be loaded without compiling (a cached build of this source);
+    ``build=True``: compile it now if needed (about a minute on 2 cores)."""
     if "module" in _CPP_STATE:
         return True
-    if not build:
+    if not build and not _cpp_is_built():
         return False
     try:
         load_cpp_extension()
@@ -475,23 +486,127 @@ def _cpp_stencil_tensors(st: PDOStencils) -> tuple[torch.Tensor, torch.Tensor, l
     return sx, sy, [v for ab in st.alphas for v in ab]
 
 
-class _CppPDOProduct(torch.autograd.Function):
+class _CppKernel:
+    """The same interface as :class:`_TorchKernel`, on the fused C++ loops (no buffers: all per plane)."""
+
+    def __init__(self, st: PDOStencils):
+        self.mod = load_cpp_extension()
+        self.sx, self.sy, self.alphas = _cpp_stencil_tensors(st)
+
+    def forward(self, fc, wc, out) -> None:
+        self.mod.pdo_forward(fc, wc, out, self.sx, self.sy, self.alphas)
+
+    def backward(self, fc, wc, gc, gf, gw) -> None:
+        empty = fc.new_empty(0)
+        self.mod.pdo_backward(fc, wc, gc.contiguous(), empty if gf is None else gf, empty if gw is None else gw,
+                              self.sx, self.sy, self.alphas)
+
+
+def _use_cpp(backend: str, f: torch.Tensor) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    return backend == "cpp" and f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64)
+
+
+def _chunk_bounds(batch: int, per_item: int) -> list[tuple[int, int]]:
+    step = max(1, _CHUNK_ELEMENTS // max(per_item, 1))
+    return [(i, min(batch, i + step)) for i in range(0, batch, step)]
+
+
+def _plan(f: torch.Tensor, c0: int, n_alpha: int, st: PDOStencils, backend: str, backward: bool):
+    b_, c, h, w = f.shape
+    per_item = max(c0 * n_alpha * h * w, (st.order + 1) * c * (h + 2 * st.r) * w)
+    bounds = _chunk_bounds(b_, per_item)
+    n_max = bounds[0][1] - bounds[0][0]
+    kern = _CppKernel(st) if _use_cpp(backend, f) else _TorchKernel(f, c0, n_max, st, backward)
+    return bounds, n_max, kern
+
+
+class _PDOProduct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, f, w, st):
-        f, w = f.contiguous(), w.contiguous()
+    def forward(ctx, f, w, st, backend):
         ctx.save_for_backward(f, w)
-        ctx.st = st
-        sx, sy, al = _cpp_stencil_tensors(st)
-        return load_cpp_extension().pdo_forward(f, w, sx, sy, al)
+        ctx.st, ctx.backend = st, backend
+        bounds, _, kern = _plan(f, w.shape[1], w.shape[2], st, backend, False)
+        out = torch.empty_like(f)
+        for i0, i1 in bounds:
+            kern.forward(f[i0:i1], w[i0:i1], out[i0:i1])
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         f, w = ctx.saved_tensors
-        sx, sy, al = _cpp_stencil_tensors(ctx.st)
-        gf, gw = load_cpp_extension().pdo_backward(f, w, g.contiguous(), sx, sy, al, ctx.needs_input_grad[0],
-                                                   ctx.needs_input_grad[1])
-        return (gf if ctx.needs_input_grad[0] else None), (gw if ctx.needs_input_grad[1] else None), None
+        g = g.contiguous()
+        need_f, need_w = ctx.needs_input_grad[:2]
+        gf = torch.empty_like(f) if need_f else None
+        gw = torch.empty_like(w) if need_w else None
+        bounds, _, kern = _plan(f, w.shape[1], w.shape[2], ctx.st, ctx.backend, True)
+        for i0, i1 in bounds:
+            kern.backward(f[i0:i1], w[i0:i1], g[i0:i1], None if gf is None else gf[i0:i1],
+                          None if gw is None else gw[i0:i1])
+        return gf, gw, None, None
+
+
+class _GeneratedPDOProduct(torch.autograd.Function):
+    """``w = W2 h + b2`` generated chunk by chunk into a reused buffer, never stored (recomputed in backward)."""
+
+    @staticmethod
+    def forward(ctx, f, h, w2, b2, st, backend):
+        ctx.save_for_backward(f, h, w2, b2)
+        ctx.st, ctx.backend = st, backend
+        b_, _, hh, ww = f.shape
+        c0, n_alpha = w2.shape[0] // len(st.alphas), len(st.alphas)
+        bounds, n_max, kern = _plan(f, c0, n_alpha, st, backend, False)
+        wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
+        out = torch.empty_like(f)
+        for i0, i1 in bounds:
+            wc = _generate(h[i0:i1], w2, b2, wbuf[: i1 - i0])
+            kern.forward(f[i0:i1], wc.view(i1 - i0, c0, n_alpha, hh, ww), out[i0:i1])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        f, h, w2, b2 = ctx.saved_tensors
+        st = ctx.st
+        g = g.contiguous()
+        need_f, need_h, need_w2, need_b2 = ctx.needs_input_grad[:4]
+        b_, _, hh, ww = f.shape
+        n_alpha = len(st.alphas)
+        c0 = w2.shape[0] // n_alpha
+        bounds, n_max, kern = _plan(f, c0, n_alpha, st, ctx.backend, True)
+        need_gw = need_h or need_w2 or need_b2
+        gf = torch.empty_like(f) if need_f else None
+        gh = torch.empty_like(h) if need_h else None
+        gw2 = torch.zeros_like(w2) if need_w2 else None
+        gb2 = torch.zeros_like(b2) if need_b2 else None
+        wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
+        gwbuf = f.new_empty(n_max, w2.shape[0], hh * ww) if need_gw else None
+        for i0, i1 in bounds:
+            n = i1 - i0
+            hc = h[i0:i1].reshape(n, -1, hh * ww)
+            wc = _generate(hc, w2, b2, wbuf[:n])
+            gwc = gwbuf[:n] if need_gw else None
+            kern.backward(f[i0:i1], wc.view(n, c0, n_alpha, hh, ww), g[i0:i1],
+                          None if gf is None else gf[i0:i1],
+                          None if gwc is None else gwc.view(n, c0, n_alpha, hh, ww))
+            if need_h:
+                torch.matmul(w2.T, gwc, out=gh[i0:i1].view(n, -1, hh * ww))
+            if need_w2:
+                for j in range(n):
+                    gw2.addmm_(gwc[j], hc[j].T)
+            if need_b2:
+                gb2 += gwc.sum((0, 2))
+        return gf, gh, gw2, gb2, None, None
+
+
+def _generate(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    n = h.shape[0]
+    torch.matmul(w2, h.reshape(n, w2.shape[1], -1), out=out)
+    if b2 is not None:
+        out.add_(b2[:, None])
+    return out
 
 
 def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str = "torch") -> torch.Tensor:
@@ -501,10 +616,17 @@ def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str 
         f: ``(B, C, H, W)``.
         w: ``(B, C0, |Gamma_N|, H, W)`` with ``C0`` dividing ``C``.
         st: the 1-D stencils and multi-indices (:class:`PDOStencils`).
-        backend: ``"torch"`` or ``"cpp"`` (CPU only; compiled on first use).
+        backend: ``"torch"`` or ``"cpp"`` (CPU float32/float64; other devices and dtypes use torch).
     """
-    if backend == "cpp" and f.device.type == "cpu":
-        return _CppPDOProduct.apply(f, w, st)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    return _TorchPDOProduct.apply(f.contiguous(), w.contiguous(), st)
+    _use_cpp(backend, f)
+    return _PDOProduct.apply(f.contiguous(), w.contiguous(), st, backend)
+
+
+def generated_pdo_product(f: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None,
+                          st: PDOStencils, backend: str = "torch") -> torch.Tensor:
+    r""":func:`pdo_product` with ``w = W2 h + b2`` (a 1x1 map of the hidden features ``h``, ``(B, K, H, W)``;
+    ``W2``: ``(C0 |Gamma_N|, K)`` with rows ``(c, alpha)``). ``w`` is generated chunk by chunk and never stored:
+    backward regenerates it (one extra GEMM) instead of keeping ``C0 |Gamma_N|`` maps per image alive."""
+    _use_cpp(backend, f)
+    return _GeneratedPDOProduct.apply(f.contiguous(), h.contiguous(), w2.contiguous(),
+                                      None if b2 is None else b2.contiguous(), st, backend)

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from ..diffops import Discretization, derivative_representation, multi_indices, num_multi_indices, stencils_1d
 from ..fields import FieldType
 from ..groups import Representation
-from ._epdo_kernels import BACKENDS, PDOStencils, pdo_product
+from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
 from .base import EquivariantModule
 from .expansion import FieldBias, HomExpansion
 from .nonlinearities import is_permutation_representation
@@ -112,7 +112,7 @@ def expected_num_params(mode: str, c: int, order: int, n: int, reduction: int = 
     see the module docstring).
 
     >>> expected_num_params("diag", c=8, order=4, n=16, reduction=2, partition=2)
-    8704
+    4352
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -312,14 +312,19 @@ class NeuralEPDO(EquivariantModule):
         return super()._load_from_state_dict(*args, **kwargs)
 
     # --- forward --------------------------------------------------------------------------------
-    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
-        """The generated per-pixel coefficients: diag ``(B, C/p, |Gamma|, H, W)``; full
-        ``(B, C_out/p, |Gamma|, C_in/p, H, W)`` (already multiplied by the per-order scale)."""
+    def _weights_for(self, x: torch.Tensor):
         w1, b1, w2, b2 = self.generator_weights()
         if x.dtype != w1.dtype:  # autocast
             w1, w2 = w1.to(x.dtype), w2.to(x.dtype)
             b1 = None if b1 is None else b1.to(x.dtype)
             b2 = None if b2 is None else b2.to(x.dtype)
+        return w1, b1, w2, b2
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """The generated per-pixel coefficients (times the per-order scale), for inspection: diag
+        ``(B, C/p, |Gamma|, H, W)``; full ``(B, C_out/p, |Gamma|, C_in/p, H, W)``."""
+        self.check_input(x)
+        w1, b1, w2, b2 = self._weights_for(x)
         h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
         w = F.conv2d(h, w2[:, :, None, None], b2)
         b_, _, hh, ww = x.shape
@@ -330,10 +335,12 @@ class NeuralEPDO(EquivariantModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = x.contiguous()
-        coef = self.coefficients(x)
+        w1, b1, w2, b2 = self._weights_for(x)
+        h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
         if self.mode == "diag":
-            return pdo_product(x, coef, self._stencils, self.backend)
+            return generated_pdo_product(x, h, w2, b2, self._stencils, self.backend)
         b_, c, hh, ww = x.shape
+        coef = F.conv2d(h, w2[:, :, None, None], b2).view(b_, self.c0_out, self.n_alpha, self.c0_in, hh, ww)
         st = self._stencils2d.to(x.dtype)
         d = F.conv2d(x.reshape(b_ * c, 1, hh, ww), st, padding=self.kernel_size // 2)
         d = d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
