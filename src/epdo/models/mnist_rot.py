@@ -16,8 +16,9 @@ PDO layers with our Neural ePDO layers"):
 ``layer="pdo"`` uses :class:`~epdo.nn.PDOConv` (order 3, J&W's ``maximum_order: 3``) in every layer: the
 "Steerable PDOs" rows. ``layer="neural-epdo"`` keeps a linear PDO (order 4) as first layer and replaces
 layers 2-6 by :class:`~epdo.nn.NeuralEPDO` (order 4, diagonal coefficients, reduction r = 2, partition
-p = 8) on the input fields, followed by a 1x1 :class:`~epdo.nn.PointwiseLinear` to the next width (the
-projection of paper 000, Sec. 4.3): the "Neural ePDOs" rows.
+p = 8, generator biases) on the input fields, each followed by a 1x1 :class:`~epdo.nn.PointwiseLinear` to the
+next width (the projection of paper 000, Sec. 4.3, also in layer 4 where the width stays 32: with it the count
+is 233,983, without it 217,567): the "Neural ePDOs" rows.
 
 **One deliberate change**: J&W pad the first layer by 1 (28 -> 26 -> pool 13 -> pool 6), which makes the
 second pooling asymmetric, so their networks are not exactly invariant to 90-degree rotations of the input.
@@ -28,25 +29,32 @@ No input padding (J&W: ``pad: false``).
 Variants (Table 2):
 
 * ``fields="quotient"``: J&W's mix per unit ``5 regular + 2 C16/C2 + 2 C16/C4 + 4 trivial`` fields (108
-  channels); ``round(width / 6.75)`` units per layer (J&W's rule), i.e. 2, 4, 5, 5, 7, 9 units.
+  channels); ``round(width / 6.75)`` units per layer (J&W's rule), i.e. 2, 4, 5, 5, 7, 9 units. Neural ePDO:
+  :class:`~epdo.nn.NeuralEPDO` needs r and p to divide the number of input fields (13 per unit) and p to
+  respect the unit period, so r = 2, p = 8 are impossible (units 5, 7); we take r = p = units per layer: the
+  generator's hidden layer is 13 regular fields (208 channels, about half the input's 216-756) and one unit's
+  coefficients are shared by all units. The closest admissible alternative, 13 hidden fields replaced by one per
+  unit (r = 13), gives 182,546 (0.80 x 229K).
 * ``group="D16", restrict_after=5``: D16 regular fields in layers 1-5, then each D16 regular field is
   restricted to C16 and split into its two C16 regular fields (:class:`RestrictToRotations`), and layer 6
   works with C16 fields. Steerable PDO: J&W's widths ``round(w / sqrt 2)`` = 11, 17, 23, 23, 34 D16 fields and
   45 C16 fields in layer 6 (this reproduces the paper's 947K with e2cnn; see below). Neural ePDO: paper 000
-  "enlarges the model": the full widths 16, 24, 32, 32, 48 as D16 fields and 45 C16 fields in layer 6.
+  "enlarges the model": the full widths 16, 24, 32, 32, 48 as D16 fields and, as in the steerable model, 45 C16
+  fields in layer 6 (64 would give 567K).
 
 **Parameter counts** (``epdo models 'steerable-*'``; :data:`PAPER_TABLE2`; :func:`count_table`):
 
-==============================  ==========  =======  =====  ==========================================
-model                           ours        paper    ratio  note
-==============================  ==========  =======  =====  ==========================================
-steerable-pdo-fd / -gauss       1,091,206   941K     1.16   e2cnn basis: 941,958 (1.001)
-steerable-pdo-gauss-quotient    1,099,354   951K     1.16   e2cnn basis: 951,072 (1.000)
-steerable-pdo-gauss-d16c16      1,098,391   947K     1.16   e2cnn basis: 947,955 (1.001)
-neural-epdo-fd / -gauss         see tests   234K
-neural-epdo-gauss-quotient      see tests   229K
-neural-epdo-gauss-d16c16        see tests   525K
-==============================  ==========  =======  =====  ==========================================
+==============================  =========  =====  =====  ===============================================
+model                           ours       paper  ratio  note
+==============================  =========  =====  =====  ===============================================
+steerable-pdo-fd / -gauss       1,091,206  941K   1.160  e2cnn basis: 941,958 (1.001)
+steerable-pdo-gauss-quotient    1,099,354  951K   1.156  e2cnn basis: 951,072 (1.000)
+steerable-pdo-gauss-d16c16      1,098,391  947K   1.160  e2cnn basis: 947,955 (1.001)
+neural-epdo-fd / -gauss           233,983  234K   1.000  Table 1 + biases + projections
+neural-epdo-gauss-quotient        270,068  229K   1.179  r = p = units (see above)
+neural-epdo-gauss-d16c16          537,400  525K   1.024  16-48 D16 fields, 45 C16 fields in layer 6
+neural-epdo-small                  41,869  --     --     C8, widths 8-32, r = 2, p = 4 (CPU preset)
+==============================  =========  =====  =====  ===============================================
 
 The steerable PDO rows of Table 2 are J&W's numbers. Building J&W's networks with e2cnn's ``R2Diffop``
 (``maximum_order=3, maximum_offset=0``) gives exactly 941,958, 951,072 and 947,955 parameters (the last with
@@ -133,6 +141,10 @@ E2CNN_PAIR_DIMS: dict[tuple[str, str, str], int] = {
 _FIELDS = ("regular", "quotient")
 _LAYERS = ("pdo", "neural-epdo")
 _ACTIVATIONS = ("elu", "relu")
+
+
+def _tuple(v):
+    return v if isinstance(v, (int, np.integer)) else tuple(v)
 
 
 def _group(name: str) -> Group:
@@ -228,15 +240,16 @@ class _CenterCrop(enn.EquivariantModule):
 
 
 def _neural_epdo_block(in_type: FieldType, out_type: FieldType, last_valid: bool, **kw: Any) -> list[enn.EquivariantModule]:
-    """NeuralEPDO on ``in_type`` (diag: same type out), then a 1x1 projection to ``out_type``."""
+    """NeuralEPDO on ``in_type`` (diag: same type out), then a 1x1 projection to ``out_type`` (in every layer:
+    without it where the width does not change, layer 4, the regular model has 217,567 parameters instead of
+    233,983 ~ the paper's 234K)."""
     from ..nn.neural_epdo import NeuralEPDO  # imported lazily: written in parallel with this module
 
     layer = NeuralEPDO(in_type, **kw)
     mods: list[enn.EquivariantModule] = [layer]
     if last_valid:
         mods.append(_CenterCrop(layer.out_type, kw["kernel_size"] // 2))
-    if layer.out_type != out_type:
-        mods.append(enn.PointwiseLinear(layer.out_type, out_type))
+    mods.append(enn.PointwiseLinear(layer.out_type, out_type))  # also when out_type == in_type (paper's counts)
     return mods
 
 
@@ -254,7 +267,9 @@ class MnistRotNet(nn.Module):
         order: PDO order of layers 2-6 (steerable PDO) or of the Neural ePDOs.
         first_order: PDO order of the first layer (default ``order``).
         kernel_size, discretization, sigma: stencils (``"fd"`` or ``"gauss"`` with sigma in pixels).
-        reduction, partition, mode: Neural ePDO generator (paper 000 Sec. 5.1: r, p, ``"diag"``/``"full"``).
+        reduction, partition, mode: Neural ePDO generator (paper 000 Sec. 5.1: r, p, ``"diag"``/``"full"``);
+            ``reduction`` and ``partition`` are one int or one per Neural ePDO layer (layers 2, 3, ...).
+        backend: NeuralEPDO product, ``"torch"`` or ``"cpp"`` (fused CPU kernel, compiled on first use).
         pool_after: 1-based layers followed by 2x2 max pooling.
         first_padding: zero padding of the first layer (2: 'same'; J&W use 1, see the module doc).
         last_valid: no padding in the last layer (J&W).
@@ -280,9 +295,10 @@ class MnistRotNet(nn.Module):
         kernel_size: int = 5,
         discretization: str = "fd",
         sigma: float | None = None,
-        reduction: int = 2,
-        partition: int = 8,
+        reduction: int | Sequence[int] = 2,
+        partition: int | Sequence[int] = 8,
         mode: str = "diag",
+        backend: str = "torch",
         pool_after: Sequence[int] = (2, 3),
         first_padding: int = 2,
         last_valid: bool = True,
@@ -298,8 +314,8 @@ class MnistRotNet(nn.Module):
         #: the constructor's arguments (``widths`` before the ``width`` multiplier)
         self.config = dict(layer=layer, group=group, fields=fields, widths=tuple(widths), width=width,
                            restrict_after=restrict_after, order=order, first_order=first_order, kernel_size=kernel_size,
-                           discretization=discretization, sigma=sigma, reduction=reduction, partition=partition,
-                           mode=mode, pool_after=tuple(pool_after), first_padding=first_padding, last_valid=last_valid,
+                           discretization=discretization, sigma=sigma, reduction=_tuple(reduction), partition=_tuple(partition),
+                           mode=mode, backend=backend, pool_after=tuple(pool_after), first_padding=first_padding, last_valid=last_valid,
                            activation=activation, fc_hidden=fc_hidden, dropout=dropout, fc_batch_norm=fc_batch_norm,
                            num_classes=num_classes, mean=mean, std=std)
         if layer not in _LAYERS:
@@ -328,6 +344,12 @@ class MnistRotNet(nn.Module):
                 raise ValueError(f"restrict_after must be a layer in 1..{n_layers - 1}, got {restrict_after}")
         if first_order is None:
             first_order = order
+        per_layer = {}
+        for key, v in (("reduction", reduction), ("partition", partition)):
+            v = [v] * (n_layers - 1) if isinstance(v, (int, np.integer)) else list(v)
+            if len(v) != n_layers - 1:
+                raise ValueError(f"{key} must be an int or one int per layer 2..{n_layers}, got {v}")
+            per_layer[key] = v
         widths = [max(1, int(round(w * width))) for w in widths]
         disc = dict(kernel_size=kernel_size, discretization=discretization, sigma=sigma)
         act = enn.ELU if activation == "elu" else enn.ReLU
@@ -343,8 +365,9 @@ class MnistRotNet(nn.Module):
                 pad = 0 if last and last_valid else kernel_size // 2
                 mods.append(enn.PDOConv(in_type, out_type, order=order, padding=pad, **disc))
             else:
-                mods += _neural_epdo_block(in_type, out_type, last and last_valid, order=order, reduction=reduction,
-                                           partition=partition, mode=mode, **disc)
+                mods += _neural_epdo_block(in_type, out_type, last and last_valid, order=order, mode=mode, backend=backend,
+                                           reduction=per_layer["reduction"][i - 2],
+                                           partition=per_layer["partition"][i - 2], **disc)
             mods += [enn.FieldBatchNorm(out_type), act(out_type)]
             if i == restrict_after:
                 mods.append(RestrictToRotations(out_type))
@@ -506,11 +529,38 @@ def neural_epdo_gauss(**kwargs) -> MnistRotNet:
 
 @_entry("neural-epdo-gauss-quotient", "'Neural ePDOs (quotient)' Gauss", _NOTE + ", J&W's quotient mix")
 def neural_epdo_gauss_quotient(**kwargs) -> MnistRotNet:
-    """J&W's quotient field mix, PDO first layer then Gaussian Neural ePDOs."""
-    return _build(dict(_NEURAL, fields="quotient", discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+    """J&W's quotient field mix, PDO first layer then Gaussian Neural ePDOs (r = p = quotient units per layer)."""
+    cfg = dict(_NEURAL, fields="quotient", discretization="gauss", sigma=_GAUSS_SIGMA)
+    cfg.update(kwargs)
+    units = _quotient_units(cfg)[:-1]  # of the inputs of layers 2..6
+    cfg["reduction"] = kwargs.get("reduction", units)  # hidden layer: 13 regular fields (one per field of a unit)
+    cfg["partition"] = kwargs.get("partition", units)  # the coefficients of one unit, shared by all units
+    return MnistRotNet(**cfg)
+
+
+def _quotient_units(cfg: dict[str, Any]) -> list[int]:
+    """Quotient units per layer of a ``fields="quotient"`` configuration."""
+    G = _group(cfg.get("group", "C16"))
+    widths = [max(1, int(round(w * cfg.get("width", 1.0)))) for w in cfg.get("widths", JW_WIDTHS)]
+    return [len(hidden_type(G, w, "quotient")) // len(quotient_unit(G)) for w in widths]
 
 
 @_entry("neural-epdo-gauss-d16c16", "'Neural ePDOs (D16|5C16)' Gauss", _NOTE + ", 16-48 D16 + 45 C16 fields")
 def neural_epdo_gauss_d16c16(**kwargs) -> MnistRotNet:
     """D16 regular fields in layers 1-5 (16-48), restricted to C16 for layer 6 (45 fields); Gaussian Neural ePDOs."""
     return _build(dict(_NEURAL, **_D16_NEURAL, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
+
+
+#: CPU recipe of ``neural-epdo-small`` (ours): sized for about an hour on 2 CPU cores with 10k training images.
+SMALL_RECIPE = TrainDefaults(
+    optimizer="adam", lr=0.01, weight_decay=1e-5, decay_scope="weights", schedule="exponential",
+    lr_decay=0.7, burn_in=4, epochs=12, batch_size=64, augment_rotation=True,
+)
+
+
+@register_model(name="neural-epdo-small", paper_params=None, train=SMALL_RECIPE,
+                paper="(none: a CPU preset of 000 Table 2's 'Neural ePDOs' Gauss; C8, widths 8-32)")
+def neural_epdo_small(**kwargs) -> MnistRotNet:
+    """C8 regular fields (8-32), PDO first layer then Gaussian Neural ePDOs (r=2, p=4); 42k params, CPU preset."""
+    return _build(dict(_NEURAL, group="C8", widths=(8, 12, 16, 16, 24, 32), partition=4, discretization="gauss",
+                       sigma=_GAUSS_SIGMA), kwargs)
