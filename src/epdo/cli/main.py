@@ -1,6 +1,6 @@
 """Entry point of the ``epdo`` command: argparse subcommands and one-line user errors.
 
-Subcommands: ``train``, ``evaluate``, ``equivariance``, ``models``. User errors (unknown model,
+Subcommands: ``train``, ``evaluate``, ``equivariance``, ``pde-show``, ``models``. User errors (unknown model,
 missing or corrupt files, bad option values) print ``epdo <cmd>: error: <message>`` and exit with
 status 2; ``--debug`` shows the traceback instead.
 """
@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import equivariance, evaluate, train
+from . import equivariance, evaluate, pde_show, train
 from .common import CLIError, format_count, format_table, setup_logging
 
 
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     equivariance.add_arguments(p)
     p.set_defaults(func=equivariance.run)
+
+    p = sub.add_parser("pde-show", help="PNGs of a trained PDE layer: evolved digits, trajectories, F_theta",
+                       description=pde_show.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pde_show.add_arguments(p)
+    p.set_defaults(func=pde_show.run)
 
     p = sub.add_parser("models", help="registered models: parameters vs the paper's")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*cnn*'")
