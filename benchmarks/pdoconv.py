@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, max_rss_mb, median_time, print_table, write_json  # noqa: E402
+from _common import machine, time_layer, print_table, write_json  # noqa: E402
 
 N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
 
@@ -103,18 +103,7 @@ def run_one(name: str, sigma: float | None, reps: int, threads: int, errors: boo
     build_s = time.perf_counter() - t0
     params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     x = torch.randn(BATCH, N_GROUP * FIELDS, SIZE, SIZE)
-    module.train()
-    rss0 = max_rss_mb()
-
-    def step():
-        module.zero_grad(set_to_none=True)
-        fwd(x).square().mean().backward()
-
-    train_s = median_time(step, reps)
-    peak = max_rss_mb() - rss0
-    module.eval()
-    with torch.no_grad():
-        eval_s = median_time(lambda: fwd(x), reps)
+    timing = time_layer(module, fwd, x, reps)
     # The error at non-grid angles depends on the random weights: median over 3 initialisations.
     err90, err22 = [], []
     for seed in range(3 if errors else 0):
@@ -126,7 +115,7 @@ def run_one(name: str, sigma: float | None, reps: int, threads: int, errors: boo
     err90 = float(np.median(err90)) if err90 else None
     err22 = float(np.median(err22)) if err22 else None
     return dict(layer=name + (f"(sigma={sigma})" if sigma else ""), params=params, build_s=build_s,
-                train_s=train_s, eval_s=eval_s, peak_mb=peak, err90=err90, err22_5=err22)
+                **timing, err90=err90, err22_5=err22)
 
 
 def main() -> None:

@@ -96,7 +96,7 @@ def test_pdo_econv_basis_is_equivariant_with_steerable_count(gname):
         samples = []
         for _ in range(a.expansion.weight.numel() + 5):
             a.expansion.weight.normal_()
-            samples.append(a._expand().flatten())
+            samples.append(a._expand_filter().flatten())
         rank = torch.linalg.matrix_rank(torch.stack(samples)).item()
     assert rank == a.expansion.weight.numel()
 

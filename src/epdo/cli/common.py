@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from epdo.models.registry import atomic_write_bytes
+from epdo._io import atomic_write_bytes
 
 logger = logging.getLogger("epdo.cli")
 

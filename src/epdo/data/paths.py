@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_bytes
 from .errors import DataNotFoundError
 from .idx import MNIST_FILES, find_idx_file
 
@@ -101,20 +101,4 @@ def resolve_cache_dir(cache_dir: PathLike | None = None) -> Path:
 
 def atomic_savez(path: PathLike, *, compressed: bool = True, **arrays: np.ndarray) -> Path:
     """Write ``arrays`` to ``path`` (.npz) atomically: temp file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_bytes(path, lambda f: (np.savez_compressed if compressed else np.savez)(f, **arrays))

@@ -17,7 +17,6 @@ import fnmatch
 import logging
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
+
+from .._io import atomic_write_bytes
 
 __all__ = [
     "TrainDefaults",
@@ -279,25 +280,6 @@ def count_parameters(model: nn.Module) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def atomic_write_bytes(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -36,7 +36,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["BACKENDS", "PDOStencils", "cpp_extension_available", "generated_pdo_product", "load_cpp_extension",
            "pdo_product"]

@@ -50,7 +50,8 @@ orders-m stencils, ``K`` = 1 in diag mode, ``C_in / p`` in full mode), so that r
 of unit variance on white-noise input. A factor constant on each derivative order commutes with
 :math:`\hat\rho` (block diagonal by order), so this is an equivariant reparametrisation.
 
-The diag-mode product runs in :func:`epdo.nn._epdo_kernels.pdo_product`: separable stencils, no ``unfold``
+The diag-mode product runs in :func:`epdo.nn._epdo_kernels.generated_pdo_product` (the generator's last layer
+fused in): separable stencils, no ``unfold``
 patches, the derivative maps recomputed in backward instead of stored, and an optional fused C++ kernel
 (``backend="cpp"``).
 """
@@ -67,7 +68,7 @@ from ..diffops import Discretization, derivative_representation, multi_indices, 
 from ..fields import FieldType
 from ..groups import Representation
 from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
-from .base import EquivariantModule
+from .base import ExpandedWeightsModule
 from .expansion import FieldBias, HomExpansion
 from .nonlinearities import is_permutation_representation
 
@@ -123,7 +124,7 @@ def expected_num_params(mode: str, c: int, order: int, n: int, reduction: int = 
     return first + c**3 * n_alpha * n * n // (reduction * partition**2)
 
 
-class NeuralEPDO(EquivariantModule):
+class NeuralEPDO(ExpandedWeightsModule):
     r"""Neural ePDO layer (see the module docstring for the maths and the parameter count).
 
     Args:
@@ -236,7 +237,6 @@ class NeuralEPDO(EquivariantModule):
         if mode == "full":
             st2 = torch.tensor(self._stencils.stencils_2d(), **fk)
             self.register_buffer("_stencils2d", st2[:, None], persistent=False)
-        self._eval_cache: tuple | None = None
         self.reset_parameters()
 
     @staticmethod
@@ -289,27 +289,9 @@ class NeuralEPDO(EquivariantModule):
         b2 = None if b2 is None else b2 * self._row_scale
         return w1, b1, w2, b2
 
-    def _versions(self) -> tuple:
-        return tuple((p._version, p.data_ptr()) for p in self.parameters())
-
     def generator_weights(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """``(W1, b1, W2, b2)`` expanded (cached in eval mode, rebuilt when the parameters change)."""
-        if self.training:
-            self._eval_cache = None
-            return self._expand()
-        key = self._versions()
-        if self._eval_cache is None or self._eval_cache[0] != key:
-            with torch.no_grad():
-                self._eval_cache = (key, self._expand())
-        return self._eval_cache[1]
-
-    def train(self, mode: bool = True):
-        self._eval_cache = None
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._eval_cache = None
-        return super()._load_from_state_dict(*args, **kwargs)
+        return self.expanded_weights()
 
     # --- forward --------------------------------------------------------------------------------
     def _weights_for(self, x: torch.Tensor):

@@ -22,7 +22,7 @@ from torch import nn
 from ..diffops import Discretization, derivative_representation, num_multi_indices, stencils
 from ..fields import FieldType
 from ..groups import Representation
-from .base import EquivariantModule
+from .base import ExpandedWeightsModule
 from .expansion import FieldBias, HomExpansion
 
 __all__ = ["PDOConv"]
@@ -72,8 +72,12 @@ class PDOeConvExpansion(nn.Module):
 
     The free parameters are the PDO coefficients of the identity orientation of each output field,
     :math:`W_e \in \mathbb{R}^{|\Gamma_N| 	imes C_{in}}`; orientation g applies the rotated operator,
-    :math:`W_g = W_e\,(\hatho(g)\otimesho_{in}(g))^{-1}`, i.e. :math:`W_g = \hatho(g^{-1})^	op X
-    ho_{in}(g^{-1})` with X the (alpha, channel) matrix of :math:`W_e`. This solves the same constraint as
+    :math:`W_g = W_e\,(\hat
+ho(g)\otimes
+ho_{in}(g))^{-1}`, i.e. :math:`W_g = \hat
+ho(g^{-1})^	op X
+    
+ho_{in}(g^{-1})` with X the (alpha, channel) matrix of :math:`W_e`. This solves the same constraint as
     the steerable basis (for regular outputs both span Hom(rho_hat (x) rho_in, rho_out), of dimension
     |Gamma_N| C_in per output field); only the coordinates differ. ``forward()`` returns W in the global
     alpha-major column order.
@@ -101,7 +105,7 @@ class PDOeConvExpansion(nn.Module):
         return w.reshape(w.shape[0] * w.shape[1], -1)
 
 
-class PDOConv(EquivariantModule):
+class PDOConv(ExpandedWeightsModule):
     r"""Steerable PDO convolution between field types of C_N, D_N, SO(2) or O(2).
 
     Args:
@@ -158,7 +162,6 @@ class PDOConv(EquivariantModule):
         st = torch.tensor(np.array(stencils(order, self.disc)), **fk)
         self.register_buffer("stencils", st, persistent=False)
         self.register_buffer("_perm", torch.as_tensor(perm), persistent=False)
-        self._eval_cache: tuple | None = None
         if basis == "steerable":
             self._normalize_basis()
         self.reset_parameters()
@@ -182,7 +185,7 @@ class PDOConv(EquivariantModule):
         """
         self.expansion.reset_parameters()
         with torch.no_grad():
-            k = self._expand()
+            k = self._expand_filter()
             norm2 = k.pow(2).sum(dim=(1, 2, 3)).mean()
             if norm2 > 0:
                 scale = (gain / norm2).sqrt()
@@ -192,32 +195,17 @@ class PDOConv(EquivariantModule):
                 self.bias_term.bias.zero_()
         self._eval_cache = None
 
-    def _expand(self) -> torch.Tensor:
+    def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._expand_filter(), None if self.bias_term is None else self.bias_term()
+
+    def _expand_filter(self) -> torch.Tensor:
         w = self.expansion()[:, self._perm]  # (C_out, |Gamma| * C_in), alpha-major
         w = w.view(self.out_type.size, self.stencils.shape[0], self.in_type.size)
         return torch.einsum("oac,akl->ockl", w, self.stencils)
 
-    def _versions(self) -> tuple:
-        return tuple((p._version, p.data_ptr()) for p in self.parameters())
-
     def filter_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The expanded (C_out, C_in, k, k) filter and (C_out,) bias (cached in eval mode)."""
-        if self.training:
-            self._eval_cache = None
-            return self._expand(), None if self.bias_term is None else self.bias_term()
-        key = self._versions()
-        if self._eval_cache is None or self._eval_cache[0] != key:
-            with torch.no_grad():
-                self._eval_cache = (key, self._expand(), None if self.bias_term is None else self.bias_term())
-        return self._eval_cache[1], self._eval_cache[2]
-
-    def train(self, mode: bool = True):
-        self._eval_cache = None
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._eval_cache = None
-        return super()._load_from_state_dict(*args, **kwargs)
+        return self.expanded_weights()
 
     @property
     def num_params(self) -> int:
@@ -235,7 +223,7 @@ class PDOConv(EquivariantModule):
     @torch.no_grad()
     def export(self) -> nn.Conv2d:
         """A plain ``torch.nn.Conv2d`` computing the same function (the expanded filter and bias)."""
-        weight = self._expand()
+        weight = self._expand_filter()
         bias = None if self.bias_term is None else self.bias_term()
         conv = nn.Conv2d(self.in_type.size, self.out_type.size, self.kernel_size, padding=self.padding,
                          bias=bias is not None, device=weight.device, dtype=weight.dtype)
