@@ -551,16 +551,19 @@ def neural_epdo_gauss_d16c16(**kwargs) -> MnistRotNet:
     return _build(dict(_NEURAL, **_D16_NEURAL, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
 
 
-#: CPU recipe of ``neural-epdo-small`` (ours): sized for about an hour on 2 CPU cores with 10k training images.
+#: CPU recipe of ``neural-epdo-small`` (ours): sized for under an hour on 2 CPU cores with 10k training images
+#: (30 epochs of about 65 s). The 12-epoch exponential schedule we tried first was still at 4 % validation
+#: error after 6 epochs with a rapidly shrinking learning rate; cosine over 30 epochs keeps it useful longer.
 SMALL_RECIPE = TrainDefaults(
-    optimizer="adam", lr=0.01, weight_decay=1e-5, decay_scope="weights", schedule="exponential",
-    lr_decay=0.7, burn_in=4, epochs=12, batch_size=64, augment_rotation=True,
+    optimizer="adam", lr=0.01, weight_decay=1e-5, decay_scope="weights", schedule="cosine",
+    epochs=30, batch_size=64, augment_rotation=True,
 )
 
 
 @register_model(name="neural-epdo-small", paper_params=None, train=SMALL_RECIPE,
                 paper="(none: a CPU preset of 000 Table 2's 'Neural ePDOs' Gauss; C8, widths 8-32)")
 def neural_epdo_small(**kwargs) -> MnistRotNet:
-    """C8 regular fields (8-32), PDO first layer then Gaussian Neural ePDOs (r=2, p=4); 42k params, CPU preset."""
+    """C8 regular fields (8-32), PDO first layer then Gaussian Neural ePDOs (r=2, p=4), head dropout 0.3 (a narrow
+    head: 0.5 underfits); 42k params, CPU preset."""
     return _build(dict(_NEURAL, group="C8", widths=(8, 12, 16, 16, 24, 32), partition=4, discretization="gauss",
-                       sigma=_GAUSS_SIGMA), kwargs)
+                       sigma=_GAUSS_SIGMA, dropout=0.3), kwargs)
