@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,36 @@ def time_layer(module, fwd, x: torch.Tensor, reps: int) -> dict:
     with torch.no_grad():
         eval_s = median_time(lambda: fwd(x), reps)
     return dict(train_s=train_s, eval_s=eval_s, peak_mb=peak)
+
+
+def run_interleaved(script: str, jobs: dict[str, list[str]], rounds: int,
+                    later_rounds_args: tuple[str, ...] = ()) -> list[dict]:
+    """Run ``python script *argv`` for every ``label -> argv`` of ``jobs``, once per round, each in a fresh
+    subprocess that prints one JSON row as its last line. Rounds are interleaved (every job runs once per round),
+    so a load change on the machine hits all jobs alike; a job that fails is reported and dropped. Returns one
+    row per job: the first round's row with the timing keys replaced by their median over rounds (the per-round
+    values kept under ``<key>_rounds``)."""
+    results: dict[str, list[dict]] = {}
+    for rnd in range(rounds):
+        for label, argv in jobs.items():
+            if rnd and label not in results:
+                continue
+            cmd = [sys.executable, script, *argv, *(later_rounds_args if rnd else ())]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{label}: skipped: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+                continue
+            results.setdefault(label, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"round {rnd + 1}/{rounds} done", flush=True)
+    rows = []
+    for runs in results.values():
+        row = dict(runs[0])
+        for key in ("build_s", "train_s", "eval_s", "peak_mb"):
+            row[key] = statistics.median(r[key] for r in runs)
+            row[key + "_rounds"] = [r[key] for r in runs]
+        row["rounds"] = len(runs)
+        rows.append(row)
+    return rows
 
 
 def max_rss_mb() -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, time_layer, print_table, write_json  # noqa: E402
+from _common import machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
 
 N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
 
@@ -164,25 +163,8 @@ def main() -> None:
         configs.append("e2cnn-R2Diffop-fd")
     except ImportError:
         print("e2cnn not installed (pip install e2cnn): skipping e2cnn R2Diffop")
-    results: dict[str, list[dict]] = {}
-    for rnd in range(args.rounds):
-        for name in configs:
-            if rnd and name not in results:
-                continue
-            cmd = [sys.executable, __file__, "--one", name, "--reps", str(args.reps), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(f"{name}: skipped: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-                continue
-            results.setdefault(name, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
-    rows = []
-    for runs in results.values():
-        row = dict(runs[0])
-        for key in ("build_s", "train_s", "eval_s", "peak_mb"):
-            row[key] = float(np.median([r[key] for r in runs]))
-            row[key + "_rounds"] = [r[key] for r in runs]
-        rows.append(row)
+    jobs = {name: ["--one", name, "--reps", str(args.reps), "--threads", str(args.threads)] for name in configs}
+    rows = run_interleaved(__file__, jobs, args.rounds)
     ref = {r["layer"]: r for r in rows}
     for r in rows:
         for key, base in (("vs_unfold", "unfold-baseline"), ("vs_conv2d", "conv2d"), ("vs_r2diffop", "e2cnn-R2Diffop-fd")):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, time_layer, print_table, write_json  # noqa: E402
+from _common import machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
 
 N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
 
@@ -144,28 +143,11 @@ def main() -> None:
         configs += [("e2cnn-R2Diffop-fd", None)] + [("e2cnn-R2Diffop-gauss", s) for s in sigmas]
         configs += [("e2cnn-R2Conv", None)]
     configs += [("conv2d", None)]
-    # Interleaved rounds: every config runs once per round, so a load change on the machine hits all of them;
-    # timings are the median over rounds of each round's median.
-    results: dict[tuple, list[dict]] = {}
-    for rnd in range(args.rounds):
-        for name, s in configs:
-            if rnd and (name, s) not in results:
-                continue
-            cmd = [sys.executable, __file__, "--one", name, "none" if s is None else str(s), "--reps", str(args.reps),
-                   "--threads", str(args.threads)] + (["--no-errors"] if rnd else [])
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(f"{name}{'' if s is None else f'(sigma={s})'}: skipped: {out.stderr.strip().splitlines()[-1]}")
-                continue
-            results.setdefault((name, s), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"round {rnd + 1}/{args.rounds} done", flush=True)
-    rows = []
-    for runs in results.values():
-        row = dict(runs[0])
-        for key in ("build_s", "train_s", "eval_s", "peak_mb"):
-            row[key] = float(np.median([r[key] for r in runs]))
-        row["rounds"] = len(runs)
-        rows.append(row)
+    # The errors do not depend on the round: computed in the first round only.
+    jobs = {name + ("" if sig is None else f"(sigma={sig})"):
+            ["--one", name, "none" if sig is None else str(sig), "--reps", str(args.reps), "--threads", str(args.threads)]
+            for name, sig in configs}
+    rows = run_interleaved(__file__, jobs, args.rounds, later_rounds_args=("--no-errors",))
     ref = {r["layer"]: r for r in rows}
     for r in rows:
         base = ref.get("e2cnn-R2Diffop-fd")
