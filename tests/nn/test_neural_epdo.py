@@ -38,6 +38,12 @@ def _max_rel_err(layer, x):
                    for g in _grid_elements(ti.group))
 
 
+def _kernel_backend(name: str) -> str:
+    if name == "cpp" and not K.cpp_extension_available(build=os.environ.get("EPDO_BUILD_CPP") == "1"):
+        pytest.skip("C++ kernel not built (epdo build-ext, or EPDO_BUILD_CPP=1 to compile it here)")
+    return name
+
+
 def _reference_product(f, w, order, disc):
     """sum_alpha w[c mod C0, alpha] * d^alpha f[c] with the 2-D stencils and conv2d (plain autograd)."""
     b, c, h, wd = f.shape
@@ -99,8 +105,7 @@ def test_full_mode_partition_block_diagonal_equivariant():
 
 
 def test_cpp_backend_equivariant_when_available():
-    if not K.cpp_extension_available(build=os.environ.get("EPDO_BUILD_CPP") == "1"):
-        pytest.skip("C++ kernel not built (set EPDO_BUILD_CPP=1 to compile it here)")
+    _kernel_backend("cpp")
     G = GROUPS["D4"]
     t = fields.FieldType(G, [G.regular] * 2)
     layer = NeuralEPDO(t, order=4, reduction=2, partition=2, backend="cpp")
@@ -159,7 +164,9 @@ def test_quotient_fields_count_and_general_full_count_by_hom_dimension():
 @pytest.mark.parametrize("order,disc", [(4, diffops.Discretization("fd", 5)), (3, diffops.Discretization("gauss", 7, 1.2)),
                                         (2, diffops.Discretization("fd", 3)), (0, diffops.Discretization("fd", 1))])
 @pytest.mark.parametrize("shape", [(3, 6, 9, 7), (2, 4, 3, 2)])
-def test_pdo_product_matches_conv2d_reference(order, disc, shape, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_pdo_product_matches_conv2d_reference(order, disc, shape, backend, monkeypatch):
+    backend = _kernel_backend(backend)
     monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 64)  # several chunks
     b, c, h, w = shape
     st = _stencils(order, disc)
@@ -167,14 +174,16 @@ def test_pdo_product_matches_conv2d_reference(order, disc, shape, monkeypatch):
     f = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
     coef = torch.randn(b, c // 2, len(st.alphas), h, w, dtype=torch.float64, requires_grad=True)
     ref = _reference_product(f, coef, order, disc)
-    out = K.pdo_product(f, coef, st)
+    out = K.pdo_product(f, coef, st, backend)
     g = torch.randn_like(ref)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     for a, e in zip(torch.autograd.grad(out, (f, coef), g), torch.autograd.grad(ref, (f, coef), g)):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-12)
 
 
-def test_generated_product_matches_explicit_coefficients(monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_generated_product_matches_explicit_coefficients(backend, monkeypatch):
+    backend = _kernel_backend(backend)
     monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 300)
     disc = diffops.Discretization("fd", 5)
     st = _stencils(4, disc)
@@ -183,19 +192,18 @@ def test_generated_product_matches_explicit_coefficients(monkeypatch):
     h = torch.randn(3, 5, 6, 6, dtype=torch.float64, requires_grad=True)
     w2 = torch.randn(2 * 15, 5, dtype=torch.float64, requires_grad=True)
     b2 = torch.randn(2 * 15, dtype=torch.float64, requires_grad=True)
-    out = K.generated_pdo_product(f, h, w2, b2, st)
+    out = K.generated_pdo_product(f, h, w2, b2, st, backend)
     coef = (torch.einsum("ok,bkhw->bohw", w2, h) + b2[:, None, None]).view(3, 2, 15, 6, 6)
     ref = _reference_product(f, coef, 4, disc)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-11)
     g = torch.randn_like(ref)
     for a, e in zip(torch.autograd.grad(out, (f, h, w2, b2), g), torch.autograd.grad(ref, (f, h, w2, b2), g)):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda *a: K.generated_pdo_product(*a, st), (f, h, w2, b2))
+    assert torch.autograd.gradcheck(lambda *a: K.generated_pdo_product(*a, st, backend), (f, h, w2, b2))
 
 
 def test_cpp_kernel_matches_torch_kernel():
-    if not K.cpp_extension_available(build=os.environ.get("EPDO_BUILD_CPP") == "1"):
-        pytest.skip("C++ kernel not built (set EPDO_BUILD_CPP=1 to compile it here)")
+    _kernel_backend("cpp")
     torch.manual_seed(2)
     for order, disc, shape in ((4, diffops.Discretization("fd", 5), (2, 6, 9, 7)),
                                (3, diffops.Discretization("gauss", 5, 1.0), (2, 4, 3, 2)),
@@ -344,6 +352,23 @@ def test_error_unknown_discretization(c4):
         NeuralEPDO(t, order=2, kernel_size=3, discretization="rbf")
     with pytest.raises(ValueError, match="sigma"):
         NeuralEPDO(t, order=2, kernel_size=3, discretization="gauss")
+
+
+def test_auto_backend_resolution(monkeypatch):
+    """'auto' runs the C++ kernel only when it is loaded or cached, never compiles, and keeps dtypes the kernel
+    does not handle on torch."""
+    f32 = torch.zeros(1, 2, 3, 3)
+    assert K.resolve_backend("torch", f32) == "torch"
+    assert K.resolve_backend("cpp", f32.half()) == "torch"
+    assert K.resolve_backend("auto", f32.to(torch.bfloat16)) == "torch"
+    monkeypatch.setattr(K, "_CPP_STATE", {"auto": False})
+    monkeypatch.setattr(K, "load_cpp_extension", lambda *a, **k: pytest.fail("'auto' must not compile"))
+    assert K.resolve_backend("auto", f32) == "torch"
+    monkeypatch.setattr(K, "_CPP_STATE", {"module": object()})
+    assert K.resolve_backend("auto", f32) == "cpp"
+    assert K.resolve_backend("auto", f32.double()) == "cpp"
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        K.resolve_backend("gpu", f32)
 
 
 def test_error_unknown_mode_and_backend(c4):

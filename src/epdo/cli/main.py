@@ -1,6 +1,6 @@
 """Entry point of the ``epdo`` command: argparse subcommands and one-line user errors.
 
-Subcommands: ``train``, ``evaluate``, ``equivariance``, ``pde-show``, ``models``. User errors (unknown model,
+Subcommands: ``train``, ``evaluate``, ``equivariance``, ``pde-show``, ``models``, ``build-ext``. User errors (unknown model,
 missing or corrupt files, bad option values) print ``epdo <cmd>: error: <message>`` and exit with
 status 2; ``--debug`` shows the traceback instead.
 """
@@ -47,6 +47,22 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_ext(args: argparse.Namespace) -> int:
+    """Compile the optional fused C++ kernel of NeuralEPDO into torch's extension cache (a one-off, about two
+    minutes on 2 cores); afterwards ``backend="auto"`` (the default) uses it in every process."""
+    import time
+
+    from epdo.nn._epdo_kernels import load_cpp_extension
+
+    t0 = time.perf_counter()
+    try:
+        mod = load_cpp_extension(verbose=args.verbose)
+    except RuntimeError as e:
+        raise CLIError(f"{e} (NeuralEPDO keeps working with its pure-torch backend)") from e
+    print(f"NeuralEPDO C++ kernel ready in {time.perf_counter() - t0:.1f} s: {mod.__file__}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epdo", description="Equivariant networks from partial differential operators.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -75,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="registered models: parameters vs the paper's")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*cnn*'")
     p.set_defaults(func=_models)
+
+    p = sub.add_parser("build-ext", help="compile NeuralEPDO's optional fused C++ kernel (used automatically afterwards)",
+                       description=_build_ext.__doc__)
+    p.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    p.set_defaults(func=_build_ext)
     return parser
 
 

@@ -269,7 +269,8 @@ class MnistRotNet(nn.Module):
         kernel_size, discretization, sigma: stencils (``"fd"`` or ``"gauss"`` with sigma in pixels).
         reduction, partition, mode: Neural ePDO generator (paper 000 Sec. 5.1: r, p, ``"diag"``/``"full"``);
             ``reduction`` and ``partition`` are one int or one per Neural ePDO layer (layers 2, 3, ...).
-        backend: NeuralEPDO product, ``"torch"`` or ``"cpp"`` (fused CPU kernel, compiled on first use).
+        backend: NeuralEPDO product, ``"auto"`` (the fused CPU kernel when ``epdo build-ext`` has built it),
+            ``"torch"`` or ``"cpp"``.
         pool_after: 1-based layers followed by 2x2 max pooling.
         first_padding: zero padding of the first layer (2: 'same'; J&W use 1, see the module doc).
         last_valid: no padding in the last layer (J&W).
@@ -298,7 +299,7 @@ class MnistRotNet(nn.Module):
         reduction: int | Sequence[int] = 2,
         partition: int | Sequence[int] = 8,
         mode: str = "diag",
-        backend: str = "torch",
+        backend: str = "auto",
         pool_after: Sequence[int] = (2, 3),
         first_padding: int = 2,
         last_valid: bool = True,

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 __all__ = ["BACKENDS", "PDOStencils", "cpp_extension_available", "generated_pdo_product", "load_cpp_extension",
-           "pdo_product"]
+           "pdo_product", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "cpp")
+BACKENDS = ("auto", "torch", "cpp")
 
 # Images per chunk: about this many values in the largest per-chunk buffer (generated coefficients or x
 # passes), 4 MiB in float32, so a chunk's working set stays in the L2/L3 caches between passes.
@@ -205,10 +205,13 @@ _CPP_SOURCE = r"""
 
 namespace {
 
-// Plane-at-a-time loops over the H*W values of an image plane (long, unit-stride, vectorisable), with
-// the x taps' row-crossing columns (the first and last r of each row) recomputed exactly afterwards.
-// Buffers: g[a] / z[a] hold (H + 2r) x W values, the image rows at r .. r + H - 1, zero pad rows, so a
-// y tap u is the constant offset u * W.
+// Per image plane, everything in thread-local buffers that stay in L1/L2:
+//  - row: one image row with r zero columns on each side (W + 2r values), for the x passes;
+//  - g[a]: the x pass of order a, (H + 2r) x W values, image rows at r .. r + H - 1, pad rows zero, so the
+//    y tap u (row offset u - r) of output value q reads g[a][q + u W]: long unit-stride loops.
+// The y passes and the product are fused over blocks of BQ values held in registers / L1.
+
+constexpr int BQ = 64;
 
 struct Taps {
   std::vector<std::vector<int>> idx;  // nonzero taps of each 1-D stencil (offset u = idx - r)
@@ -234,6 +237,9 @@ struct Problem {
   int r;
   Taps sx, sy;
   std::vector<int> aa, bb;
+  int64_t HW() const { return H * W; }
+  int64_t plane() const { return (H + 2 * r) * W; }
+  int64_t n_ord() const { return (int64_t)sx.idx.size(); }
 };
 
 Problem make_problem(const at::Tensor& f, const at::Tensor& w, const at::Tensor& sx, const at::Tensor& sy,
@@ -250,75 +256,134 @@ Problem make_problem(const at::Tensor& f, const at::Tensor& w, const at::Tensor&
   return p;
 }
 
-// x passes of one plane f into g (image rows only; pad rows are never written and stay zero).
-// fb: scratch of H*W + 2r values (the plane with r guard values on both sides).
+// x passes of one plane f into the image rows of g: g[a][(i + r) W + j] = sum_v sx[a][v] f[i][j + v - r].
+// row: scratch of W + 2r values whose r values on each side are zero.
 template <typename T>
-void x_pass(const T* __restrict f, T* __restrict g, T* __restrict fb, const Problem& p) {
-  const int64_t H = p.H, W = p.W, HW = H * W, plane = (H + 2 * p.r) * W;
-  const int r = p.r;
-  for (int q = 0; q < r; ++q) { fb[q] = 0; fb[r + HW + q] = 0; }
-  std::copy(f, f + HW, fb + r);
-  for (size_t a = 0; a < p.sx.idx.size(); ++a) {
-    T* __restrict dst = g + a * plane + r * W;
-    const auto& ix = p.sx.idx[a];
-    const auto& vx = p.sx.val[a];
-    std::fill(dst, dst + HW, T(0));
-    for (size_t k = 0; k < ix.size(); ++k) {  // tap v reads f[q + v - r] = fb[q + v]
-      const T c = (T)vx[k];
-      const T* __restrict src = fb + ix[k];
-      for (int64_t q = 0; q < HW; ++q) dst[q] += c * src[q];
-    }
-    for (int64_t i = 0; i < H; ++i)  // exact values at the row ends
-      for (int64_t j = 0; j < W; ++j) {
-        if (j == r && W - r > r) j = W - r;
-        T s = 0;
-        for (size_t k = 0; k < ix.size(); ++k) {
-          const int64_t jj = j + ix[k] - r;
-          if (jj >= 0 && jj < W) s += (T)vx[k] * f[i * W + jj];
-        }
-        dst[i * W + j] = s;
+void x_pass(const T* __restrict f, T* __restrict g, T* __restrict row, const Problem& p) {
+  const int64_t H = p.H, W = p.W, plane = p.plane();
+  for (int64_t i = 0; i < H; ++i) {
+    std::copy(f + i * W, f + (i + 1) * W, row + p.r);
+    for (int64_t a = 0; a < p.n_ord(); ++a) {
+      T* __restrict dst = g + a * plane + (i + p.r) * W;
+      const auto& ix = p.sx.idx[a];
+      const auto& vx = p.sx.val[a];
+      if (ix.empty()) { std::fill(dst, dst + W, T(0)); continue; }
+      {
+        const T c = (T)vx[0];
+        const T* __restrict s = row + ix[0];
+        for (int64_t j = 0; j < W; ++j) dst[j] = c * s[j];
       }
+      for (size_t k = 1; k < ix.size(); ++k) {
+        const T c = (T)vx[k];
+        const T* __restrict s = row + ix[k];
+        for (int64_t j = 0; j < W; ++j) dst[j] += c * s[j];
+      }
+    }
   }
 }
 
-// d = derivative (a, b) of the plane (H*W values) from the x passes g
-template <typename T>
-inline void y_pass(const T* __restrict g, T* __restrict d, const Problem& p, int a, int b) {
-  const int64_t HW = p.H * p.W, plane = (p.H + 2 * p.r) * p.W;
+// d[0 .. n) = y pass (order b) of g_a from value q0 on; returns false if the stencil is zero.
+template <typename T, int N>
+inline bool y_block(const T* __restrict ga, T* __restrict d, const Problem& p, int b, int64_t n) {
   const auto& iy = p.sy.idx[b];
-  if (iy.empty()) { std::fill(d, d + HW, T(0)); return; }
+  if (iy.empty()) return false;
+  const auto& vy = p.sy.val[b];
+  const int64_t nn = N > 0 ? N : n;
   {
-    const T c = (T)p.sy.val[b][0];
-    const T* __restrict src = g + a * plane + iy[0] * p.W;
-    for (int64_t q = 0; q < HW; ++q) d[q] = c * src[q];
+    const T c = (T)vy[0];
+    const T* __restrict s = ga + iy[0] * p.W;
+    for (int64_t q = 0; q < nn; ++q) d[q] = c * s[q];
   }
   for (size_t k = 1; k < iy.size(); ++k) {
-    const T c = (T)p.sy.val[b][k];
-    const T* __restrict src = g + a * plane + iy[k] * p.W;
-    for (int64_t q = 0; q < HW; ++q) d[q] += c * src[q];
+    const T c = (T)vy[k];
+    const T* __restrict s = ga + iy[k] * p.W;
+    for (int64_t q = 0; q < nn; ++q) d[q] += c * s[q];
+  }
+  return true;
+}
+
+// o[q0 .. q0 + n) = sum_t w_t * d_t for one plane (N = BQ: full block, N = 0: tail of n values)
+template <typename T, int N>
+inline void product_block(const T* g, const T* wp, T* o, const Problem& p, int64_t q0, int64_t n) {
+  const int64_t HW = p.HW(), plane = p.plane(), nn = N > 0 ? N : n;
+  T acc[BQ], d[BQ];
+  for (int64_t q = 0; q < nn; ++q) acc[q] = 0;
+  for (int64_t t = 0; t < p.A; ++t) {
+    if (!y_block<T, N>(g + p.aa[t] * plane + q0, d, p, p.bb[t], n)) continue;
+    const T* __restrict wt = wp + t * HW + q0;
+    for (int64_t q = 0; q < nn; ++q) acc[q] += wt[q] * d[q];
+  }
+  for (int64_t q = 0; q < nn; ++q) o[q0 + q] = acc[q];
+}
+
+// backward of one block: gw_t (+)= go * d_t; z[a][q + u W] += sy_b[u] w_t go (adjoint of the y pass)
+template <typename T, int N>
+inline void backward_block(const T* g, const T* wp, const T* gr, T* gwp, T* z, bool first, const Problem& p,
+                           int64_t q0, int64_t n) {
+  const int64_t HW = p.HW(), plane = p.plane(), nn = N > 0 ? N : n, W = p.W;
+  T d[BQ], v[BQ];
+  const T* __restrict go = gr + q0;
+  for (int64_t t = 0; t < p.A; ++t) {
+    const int a = p.aa[t], b = p.bb[t];
+    if (gwp) {
+      T* __restrict dst = gwp + t * HW + q0;
+      if (y_block<T, N>(g + a * plane + q0, d, p, b, n)) {
+        if (first) for (int64_t q = 0; q < nn; ++q) dst[q] = go[q] * d[q];
+        else for (int64_t q = 0; q < nn; ++q) dst[q] += go[q] * d[q];
+      } else if (first) {
+        for (int64_t q = 0; q < nn; ++q) dst[q] = 0;
+      }
+    }
+    if (z) {
+      const auto& iy = p.sy.idx[b];
+      if (iy.empty()) continue;
+      const T* __restrict wt = wp + t * HW + q0;
+      for (int64_t q = 0; q < nn; ++q) v[q] = wt[q] * go[q];
+      for (size_t k = 0; k < iy.size(); ++k) {
+        const T c = (T)p.sy.val[b][k];
+        T* __restrict zr = z + a * plane + iy[k] * W + q0;
+        for (int64_t q = 0; q < nn; ++q) zr[q] += c * v[q];
+      }
+    }
+  }
+}
+
+// adjoint of the x pass: o[i][j] = sum_a sum_v sx[a][v] z[a][(i + r) W + j - (v - r)] (zero outside the row)
+template <typename T>
+void x_adjoint(const T* z, T* __restrict o, T* __restrict row, const Problem& p) {
+  const int64_t H = p.H, W = p.W, plane = p.plane();
+  const int r = p.r;
+  for (int64_t i = 0; i < H; ++i) {
+    T* __restrict dst = o + i * W;
+    std::fill(dst, dst + W, T(0));
+    for (int64_t a = 0; a < p.n_ord(); ++a) {
+      const auto& ix = p.sx.idx[a];
+      if (ix.empty()) continue;
+      std::copy(z + a * plane + (i + r) * W, z + a * plane + (i + r + 1) * W, row + r);
+      for (size_t k = 0; k < ix.size(); ++k) {  // z[.., j - (v - r)] = row[j + 2r - v]
+        const T c = (T)p.sx.val[a][k];
+        const T* __restrict s = row + 2 * r - ix[k];
+        for (int64_t j = 0; j < W; ++j) dst[j] += c * s[j];
+      }
+    }
   }
 }
 
 template <typename T>
 void forward_impl(const T* f, const T* w, T* out, const Problem& p) {
-  const int64_t P = p.C / p.C0, HW = p.H * p.W, n_ord = (int64_t)p.sx.idx.size();
-  const int64_t plane = (p.H + 2 * p.r) * p.W;
+  const int64_t P = p.C / p.C0, HW = p.HW(), plane = p.plane();
   at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(n_ord * plane, T(0)), fb(HW + 2 * p.r), d(HW);
+    std::vector<T> g(p.n_ord() * plane, T(0)), row(p.W + 2 * p.r, T(0));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / p.C0, c0 = task % p.C0;
       const T* wp = w + (b * p.C0 + c0) * p.A * HW;
       for (int64_t k = 0; k < P; ++k) {
         const int64_t c = k * p.C0 + c0;
-        x_pass(f + (b * p.C + c) * HW, g.data(), fb.data(), p);
-        T* __restrict o = out + (b * p.C + c) * HW;
-        std::fill(o, o + HW, T(0));
-        for (int64_t t = 0; t < p.A; ++t) {
-          y_pass(g.data(), d.data(), p, p.aa[t], p.bb[t]);
-          const T* __restrict wt = wp + t * HW;
-          const T* __restrict dd = d.data();
-          for (int64_t q = 0; q < HW; ++q) o[q] += wt[q] * dd[q];
-        }
+        x_pass(f + (b * p.C + c) * HW, g.data(), row.data(), p);
+        T* o = out + (b * p.C + c) * HW;
+        int64_t q0 = 0;
+        for (; q0 + BQ <= HW; q0 += BQ) product_block<T, BQ>(g.data(), wp, o, p, q0, BQ);
+        if (q0 < HW) product_block<T, 0>(g.data(), wp, o, p, q0, HW - q0);
       }
     }
   });
@@ -326,67 +391,23 @@ void forward_impl(const T* f, const T* w, T* out, const Problem& p) {
 
 template <typename T>
 void backward_impl(const T* f, const T* w, const T* go, T* gf, T* gw, const Problem& p) {
-  const int64_t P = p.C / p.C0, H = p.H, W = p.W, HW = H * W, n_ord = (int64_t)p.sx.idx.size();
-  const int r = p.r;
-  const int64_t plane = (H + 2 * r) * W;
+  const int64_t P = p.C / p.C0, HW = p.HW(), plane = p.plane();
   at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(n_ord * plane, T(0)), fb(HW + 2 * r), d(HW), v(HW), z(n_ord * plane);
+    std::vector<T> g(p.n_ord() * plane, T(0)), row(p.W + 2 * p.r, T(0)), z(gf ? p.n_ord() * plane : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / p.C0, c0 = task % p.C0;
       const T* wp = w + (b * p.C0 + c0) * p.A * HW;
       T* gwp = gw ? gw + (b * p.C0 + c0) * p.A * HW : nullptr;
       for (int64_t k = 0; k < P; ++k) {
         const int64_t c = k * p.C0 + c0;
-        const T* __restrict gr = go + (b * p.C + c) * HW;
-        if (gwp) x_pass(f + (b * p.C + c) * HW, g.data(), fb.data(), p);
-        if (gf) std::fill(z.begin(), z.end(), T(0));
-        for (int64_t t = 0; t < p.A; ++t) {
-          const int a = p.aa[t], bo = p.bb[t];
-          if (gwp) {  // grad w_t = sum over partitions of grad_out * d^alpha f
-            y_pass(g.data(), d.data(), p, a, bo);
-            T* __restrict dst = gwp + t * HW;
-            const T* __restrict dd = d.data();
-            if (k == 0) for (int64_t q = 0; q < HW; ++q) dst[q] = gr[q] * dd[q];
-            else for (int64_t q = 0; q < HW; ++q) dst[q] += gr[q] * dd[q];
-          }
-          const auto& iy = p.sy.idx[bo];
-          if (gf && !iy.empty()) {  // adjoint of the y pass: z_a[row i + u - r] += sy_b[u] w_t g
-            const T* __restrict wt = wp + t * HW;
-            T* __restrict vv = v.data();
-            for (int64_t q = 0; q < HW; ++q) vv[q] = wt[q] * gr[q];
-            for (size_t q2 = 0; q2 < iy.size(); ++q2) {
-              const T cc = (T)p.sy.val[bo][q2];
-              T* __restrict zr = z.data() + a * plane + iy[q2] * W;
-              for (int64_t q = 0; q < HW; ++q) zr[q] += cc * vv[q];
-            }
-          }
-        }
-        if (gf) {  // adjoint of the x pass on the image rows of z (pad rows belong to the zero padding)
-          T* __restrict o = gf + (b * p.C + c) * HW;
-          std::fill(o, o + HW, T(0));
-          for (int64_t a = 0; a < n_ord; ++a) {
-            const T* zr = z.data() + a * plane + r * W;
-            const auto& ix = p.sx.idx[a];
-            for (size_t q2 = 0; q2 < ix.size(); ++q2) {  // o[q] += sx[a][v] z[q - (v - r)]
-              const T cc = (T)p.sx.val[a][q2];
-              const T* __restrict src = zr + r - ix[q2];
-              for (int64_t q = 0; q < HW; ++q) o[q] += cc * src[q];
-            }
-          }
-          for (int64_t i = 0; i < H; ++i)  // exact values at the row ends
-            for (int64_t j = 0; j < W; ++j) {
-              if (j == r && W - r > r) j = W - r;
-              T s = 0;
-              for (int64_t a = 0; a < n_ord; ++a) {
-                const T* zr = z.data() + a * plane + (r + i) * W;
-                for (size_t q2 = 0; q2 < p.sx.idx[a].size(); ++q2) {
-                  const int64_t jj = j - (p.sx.idx[a][q2] - r);
-                  if (jj >= 0 && jj < W) s += (T)p.sx.val[a][q2] * zr[jj];
-                }
-              }
-              o[i * W + j] = s;
-            }
-        }
+        const T* gr = go + (b * p.C + c) * HW;
+        if (gwp) x_pass(f + (b * p.C + c) * HW, g.data(), row.data(), p);
+        T* zp = gf ? z.data() : nullptr;
+        if (zp) std::fill(z.begin(), z.end(), T(0));
+        int64_t q0 = 0;
+        for (; q0 + BQ <= HW; q0 += BQ) backward_block<T, BQ>(g.data(), wp, gr, gwp, zp, k == 0, p, q0, BQ);
+        if (q0 < HW) backward_block<T, 0>(g.data(), wp, gr, gwp, zp, k == 0, p, q0, HW - q0);
+        if (gf) x_adjoint(z.data(), gf + (b * p.C + c) * HW, row.data(), p);
       }
     }
   });
@@ -501,10 +522,32 @@ class _CppKernel:
                               self.sx, self.sy, self.alphas)
 
 
-def _use_cpp(backend: str, f: torch.Tensor) -> bool:
+def _auto_cpp() -> bool:
+    """``backend="auto"``: the C++ kernel if it is loaded or a build of this source is in torch's extension
+    cache (``epdo build-ext``); never compiles. Decided once per process."""
+    if "module" in _CPP_STATE:
+        return True
+    if "auto" not in _CPP_STATE:
+        _CPP_STATE["auto"] = cpp_extension_available(build=False)
+        if _CPP_STATE["auto"]:
+            log.debug("NeuralEPDO backend 'auto': using the cached C++ kernel")
+    return _CPP_STATE["auto"]
+
+
+def resolve_backend(backend: str, f: torch.Tensor) -> str:
+    """The implementation that runs for ``backend`` on ``f``: ``"cpp"`` only on CPU float32/float64 (other
+    devices and dtypes use torch); ``"auto"`` picks ``"cpp"`` when a build is cached, else ``"torch"``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    return backend == "cpp" and f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64)
+    if backend == "torch" or f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64):
+        return "torch"
+    if backend == "auto":
+        return "cpp" if _auto_cpp() else "torch"
+    return "cpp"
+
+
+def _use_cpp(backend: str, f: torch.Tensor) -> bool:
+    return resolve_backend(backend, f) == "cpp"
 
 
 def _chunk_bounds(batch: int, per_item: int) -> list[tuple[int, int]]:
@@ -608,24 +651,24 @@ def _generate(h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None, out: t
     return out
 
 
-def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str = "torch") -> torch.Tensor:
+def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str = "auto") -> torch.Tensor:
     r"""``out[:, c] = sum_alpha w[:, c % C0, alpha] * d^alpha f[:, c]`` (see the module docstring).
 
     Args:
         f: ``(B, C, H, W)``.
         w: ``(B, C0, |Gamma_N|, H, W)`` with ``C0`` dividing ``C``.
         st: the 1-D stencils and multi-indices (:class:`PDOStencils`).
-        backend: ``"torch"`` or ``"cpp"`` (CPU float32/float64; other devices and dtypes use torch).
+        backend: ``"auto"``, ``"torch"`` or ``"cpp"`` (:func:`resolve_backend`).
     """
-    _use_cpp(backend, f)
+    backend = resolve_backend(backend, f)
     return _PDOProduct.apply(f.contiguous(), w.contiguous(), st, backend)
 
 
 def generated_pdo_product(f: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None,
-                          st: PDOStencils, backend: str = "torch") -> torch.Tensor:
+                          st: PDOStencils, backend: str = "auto") -> torch.Tensor:
     r""":func:`pdo_product` with ``w = W2 h + b2`` (a 1x1 map of the hidden features ``h``, ``(B, K, H, W)``;
     ``W2``: ``(C0 |Gamma_N|, K)`` with rows ``(c, alpha)``). ``w`` is generated chunk by chunk and never stored:
     backward regenerates it (one extra GEMM) instead of keeping ``C0 |Gamma_N|`` maps per image alive."""
-    _use_cpp(backend, f)
+    backend = resolve_backend(backend, f)
     return _GeneratedPDOProduct.apply(f.contiguous(), h.contiguous(), w2.contiguous(),
                                       None if b2 is None else b2.contiguous(), st, backend)

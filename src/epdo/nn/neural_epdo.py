@@ -53,7 +53,7 @@ of unit variance on white-noise input. A factor constant on each derivative orde
 The diag-mode product runs in :func:`epdo.nn._epdo_kernels.generated_pdo_product` (the generator's last layer
 fused in): separable stencils, no ``unfold``
 patches, the derivative maps recomputed in backward instead of stored, and an optional fused C++ kernel
-(``backend="cpp"``).
+(``epdo build-ext`` compiles it once; ``backend="auto"`` then uses it on CPU).
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ class NeuralEPDO(ExpandedWeightsModule):
         mode: ``"diag"`` (Prop. 3, permutation fields) or ``"full"`` (Prop. 2, any fields).
         sigma: Gaussian width in pixels for ``"gauss"``.
         bias: biases in both generator layers (counted in :attr:`num_bias_params`).
-        backend: ``"torch"`` (default, pure torch) or ``"cpp"`` (fused C++ kernel for the diag product on
-            CPU, compiled on first use; needs a C++ compiler). ``full`` mode always runs in torch.
+        backend: diag-mode product: ``"auto"`` (default: the fused C++ kernel on CPU when ``epdo build-ext``
+            has compiled it, else pure torch), ``"torch"``, or ``"cpp"`` (compiles on first use; needs a C++
+            compiler). Both compute the same function (tested to float rounding). ``full`` mode runs in torch.
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H, W)`` (zero padding, same size).
 
@@ -156,7 +157,7 @@ class NeuralEPDO(ExpandedWeightsModule):
 
     def __init__(self, in_type: FieldType, out_type: FieldType | None = None, order: int = 4, kernel_size: int = 5,
                  discretization: str = "fd", reduction: int = 1, partition: int = 1, mode: str = "diag",
-                 sigma: float | None = None, bias: bool = True, backend: str = "torch", device=None, dtype=None):
+                 sigma: float | None = None, bias: bool = True, backend: str = "auto", device=None, dtype=None):
         name = type(self).__name__
         if not isinstance(in_type, FieldType):
             raise TypeError(f"{name}: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
@@ -335,6 +336,6 @@ class NeuralEPDO(ExpandedWeightsModule):
         if self.disc.sigma is not None:
             s += f", sigma={self.disc.sigma}"
         s += f", reduction={self.reduction}, partition={self.partition}, mode={self.mode!r}"
-        if self.backend != "torch":
+        if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
