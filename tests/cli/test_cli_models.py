@@ -37,3 +37,29 @@ def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "epdo", "train", "--model", "nope", "--out", "unused"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("epdo train: error: unknown model 'nope'")
     assert "Traceback" not in r.stderr
+
+
+def test_build_ext_reports_failure(cli, capsys, monkeypatch):
+    """``epdo build-ext``: a failed build is a one-line error (status 2), or a warning with ``--optional``."""
+    import epdo.nn._epdo_kernels as K
+
+    def broken(verbose=False):
+        raise RuntimeError("the epdo C++ kernel could not be built: no compiler")
+
+    monkeypatch.setattr(K, "load_cpp_extension", broken)
+    assert cli("build-ext") == 2
+    assert "could not be built: no compiler" in capsys.readouterr().err
+    assert cli("build-ext", "--optional") == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "pure-torch backend" in err
+
+
+def test_build_ext_success(cli, capsys, monkeypatch):
+    import epdo.nn._epdo_kernels as K
+
+    class Mod:
+        __file__ = "/cache/epdo_neural_epdo_kernels.so"
+
+    monkeypatch.setattr(K, "load_cpp_extension", lambda verbose=False: Mod())
+    assert cli("build-ext") == 0
+    assert "C++ kernel ready" in capsys.readouterr().out
