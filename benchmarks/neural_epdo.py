@@ -2,8 +2,9 @@
 
 C16, 8 -> 8 regular fields (128 channels), batch 64, 28x28, order 4, kernel 5, CPU, forward+backward.
 
-- ``epdo-NeuralEPDO[...]``: this layer (``backend`` torch = the pure-torch default, cpp = the optional fused
-  C++ kernel), for (reduction r, partition p) = (1, 1) and (2, 2).
+- ``epdo-NeuralEPDO[...]``: this layer (``backend`` torch = pure torch, cpp = the fused C++ kernel that
+  ``epdo build-ext`` compiles and ``backend="auto"`` then uses; its generator GEMMs go through oneDNN), for
+  (reduction r, partition p) = (1, 1) and (2, 2).
 - ``unfold-baseline``: the published reference code's formulation, written here: the same generator, then a
   per-pixel k x k filter ``K_x = sum_alpha w_alpha(x) s_alpha`` applied to ``F.unfold`` patches.
 - ``derivconv-baseline``: the same generator, all ``|Gamma_N|`` derivative maps by one depthwise ``conv2d``,
