@@ -18,7 +18,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
+    from epdo._machine import cpu_model
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0]}
 

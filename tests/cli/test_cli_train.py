@@ -49,6 +49,11 @@ def test_outputs_and_recipe(trained_run, metrics_of):
     assert res["params"] == models.count_parameters(models.create("tiny-cnn"))
     assert res["n_train"] == 256 and res["n_valid"] == 200 and res["n_test"] == 200
     assert res["machine"]["cpu_count"] and res["machine"]["torch_threads"] >= 1 and res["machine"]["torch_version"] == torch.__version__
+    from epdo.nn._epdo_kernels import resolve_backend
+
+    # the NeuralEPDO implementation the run used, as backend="auto" resolves it on CPU here
+    assert res["machine"]["neural_epdo_kernel"] == resolve_backend("auto", torch.zeros(1))
+    assert "cpu_model" in res["machine"]
     assert res["train"]["optimizer"] == recipe.optimizer and res["train"]["batch_size"] == recipe.batch_size
     best = min(rows, key=lambda r: r["valid_error"])
     assert res["best_epoch"] == best["epoch"] and res["best_valid_error"] == best["valid_error"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from epdo._io import atomic_write_bytes
+from epdo._machine import cpu_model, neural_epdo_kernel
 
 logger = logging.getLogger("epdo.cli")
 
@@ -161,6 +162,8 @@ def machine_info(ctx: DistContext) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        "cpu_model": cpu_model(),
+        "neural_epdo_kernel": neural_epdo_kernel(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
