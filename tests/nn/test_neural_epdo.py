@@ -163,7 +163,7 @@ def test_quotient_fields_count_and_general_full_count_by_hom_dimension():
 # --- the product kernels ------------------------------------------------------------------------------
 @pytest.mark.parametrize("order,disc", [(4, diffops.Discretization("fd", 5)), (3, diffops.Discretization("gauss", 7, 1.2)),
                                         (2, diffops.Discretization("fd", 3)), (0, diffops.Discretization("fd", 1))])
-@pytest.mark.parametrize("shape", [(3, 6, 9, 7), (2, 4, 3, 2)])
+@pytest.mark.parametrize("shape", [(3, 6, 9, 7), (2, 4, 3, 2), (1, 4, 13, 11)])  # 13x11: two full blocks of the C++ kernel + a tail
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_pdo_product_matches_conv2d_reference(order, disc, shape, backend, monkeypatch):
     backend = _kernel_backend(backend)
