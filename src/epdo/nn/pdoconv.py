@@ -71,13 +71,9 @@ class PDOeConvExpansion(nn.Module):
     r"""The PDO-eConv parameterisation (Shen et al. 2020) for regular output fields of a finite group.
 
     The free parameters are the PDO coefficients of the identity orientation of each output field,
-    :math:`W_e \in \mathbb{R}^{|\Gamma_N| 	imes C_{in}}`; orientation g applies the rotated operator,
-    :math:`W_g = W_e\,(\hat
-ho(g)\otimes
-ho_{in}(g))^{-1}`, i.e. :math:`W_g = \hat
-ho(g^{-1})^	op X
-    
-ho_{in}(g^{-1})` with X the (alpha, channel) matrix of :math:`W_e`. This solves the same constraint as
+    :math:`W_e \in \mathbb{R}^{|\Gamma_N| \times C_{in}}`; orientation g applies the rotated operator,
+    :math:`W_g = W_e\,(\hat\rho(g)\otimes\rho_{in}(g))^{-1}`, i.e. :math:`W_g = \hat\rho(g^{-1})^\top X
+    \rho_{in}(g^{-1})` with X the (alpha, channel) matrix of :math:`W_e`. This solves the same constraint as
     the steerable basis (for regular outputs both span Hom(rho_hat (x) rho_in, rho_out), of dimension
     |Gamma_N| C_in per output field); only the coordinates differ. ``forward()`` returns W in the global
     alpha-major column order.
