@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,6 +25,15 @@ def machine() -> dict:
             "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every layer benchmark takes: steps per measurement, torch threads, interleaved rounds."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all layers")
+    return ap
 
 
 def median_time(fn, reps: int = 10, warmup: int = 2) -> float:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
+from _common import arg_parser, machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
 
 N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
 
@@ -137,10 +137,7 @@ def run_one(name: str, reps: int, threads: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all layers")
+    ap = arg_parser(__doc__)
     ap.add_argument("--no-cpp", action="store_true", help="skip the optional C++ backend")
     ap.add_argument("--output", default="neural_epdo.json", help="file name under benchmarks/results/")
     ap.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)

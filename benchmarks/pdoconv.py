@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
+from _common import arg_parser, machine, run_interleaved, time_layer, print_table, write_json  # noqa: E402
 
 N_GROUP, FIELDS, BATCH, SIZE, ORDER, KERNEL = 16, 8, 64, 28, 4, 5
 
@@ -118,10 +118,7 @@ def run_one(name: str, sigma: float | None, reps: int, threads: int, errors: boo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all layers")
+    ap = arg_parser(__doc__)
     ap.add_argument("--sigmas", default="1.25,1.0,0.8,0.6", help="Gaussian sigmas for both libraries")
     ap.add_argument("--no-errors", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=2, metavar=("NAME", "SIGMA"), help=argparse.SUPPRESS)

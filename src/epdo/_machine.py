@@ -19,6 +19,8 @@ def cpu_model() -> str | None:
 
 def neural_epdo_kernel() -> str:
     """The implementation NeuralEPDO's default ``backend="auto"`` runs on CPU here: ``"cpp"`` or ``"torch"``."""
-    from .nn._epdo_kernels import cpp_extension_available
+    import torch
 
-    return "cpp" if cpp_extension_available(build=False) else "torch"
+    from .nn._epdo_kernels import resolve_backend
+
+    return resolve_backend("auto", torch.empty(0))

@@ -48,8 +48,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _build_ext(args: argparse.Namespace) -> int:
-    """Compile the optional fused C++ kernel of NeuralEPDO into torch's extension cache (a one-off, about two
-    minutes on 2 cores); afterwards ``backend="auto"`` (the default) uses it in every process."""
+    """Compile the optional fused C++ kernel of NeuralEPDO into torch's extension cache (a one-off, about 20 s
+    on an idle 2-core machine); afterwards ``backend="auto"`` (the default) uses it in every process."""
     import time
 
     from epdo.nn._epdo_kernels import load_cpp_extension

@@ -521,7 +521,7 @@ def _cpp_is_built() -> bool:
 
 def cpp_extension_available(build: bool = False) -> bool:
     """True if the C++ kernel is loaded or can be loaded without compiling (a cached build of this source);
-    ``build=True``: compile it now if needed (about a minute on 2 cores)."""
+    ``build=True``: compile it now if needed (about 20 s on an idle 2-core machine)."""
     if "module" in _CPP_STATE:
         return True
     if not build and not _cpp_is_built():

@@ -51,9 +51,9 @@ of unit variance on white-noise input. A factor constant on each derivative orde
 :math:`\hat\rho` (block diagonal by order), so this is an equivariant reparametrisation.
 
 The diag-mode product runs in :func:`epdo.nn._epdo_kernels.generated_pdo_product` (the generator's last layer
-fused in): separable stencils, no ``unfold``
-patches, the derivative maps recomputed in backward instead of stored, and an optional fused C++ kernel
-(``epdo build-ext`` compiles it once; ``backend="auto"`` then uses it on CPU).
+fused in): separable stencils, no ``unfold`` patches, the derivative maps recomputed in backward instead of
+stored, and an optional fused C++ kernel (``epdo build-ext`` compiles it once; ``backend="auto"`` then uses it
+on CPU).
 """
 
 from __future__ import annotations
