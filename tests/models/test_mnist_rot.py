@@ -179,7 +179,7 @@ def test_registered_with_paper_metadata():
         assert name in names, name
         info = models.get_model_info(name)
         assert info.input_shape == (1, 28, 28) and info.num_classes == 10
-        assert info.paper and "000" in info.paper or name == "neural-epdo-small", name
+        assert info.paper and "He et al. (ICLR 2023)" in info.paper or name == "neural-epdo-small", name
         if name in TABLE2:
             assert info.paper_params == TABLE2[name], name
             assert info.paper_error and "Table 2" in info.paper

@@ -1,9 +1,13 @@
-"""The checkpoints shipped in ``checkpoints/``: intact (sha256), loadable with weights_only, accurate on
-held-out digits, invariant to 90-degree rotations."""
+"""The checkpoints shipped inside the package (``epdo/models/checkpoints``): package data found through
+importlib.resources, intact (``SHA256SUMS`` and the embedded tensor checksum), loadable with weights_only by
+name (``pretrained=True``) and by the old ``checkpoints/...`` path, accurate on held-out digits, invariant to
+90-degree rotations."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -11,32 +15,72 @@ import torch
 
 import epdo.models as models
 from epdo.data import get_dataset
+from epdo.models import _checkpoint
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+PACKAGE_DIR = Path(models.__file__).resolve().parent / "checkpoints"
 
 
 def _sums() -> dict[str, str]:
-    lines = (CHECKPOINTS / "SHA256SUMS").read_text().split("\n")
+    lines = (PACKAGE_DIR / "SHA256SUMS").read_text().split("\n")
     return {name.strip(): digest for digest, name in (line.split(maxsplit=1) for line in lines if line.strip())}
 
 
-def test_every_shipped_checkpoint_is_listed_and_intact():
+def test_every_shipped_checkpoint_is_package_data_listed_and_intact():
+    folder = resources.files("epdo.models").joinpath("checkpoints")
+    assert folder.joinpath("SHA256SUMS").is_file() and folder.joinpath("neural-epdo-small.pt").is_file()
+    assert Path(str(folder)).resolve() == PACKAGE_DIR  # inside the package directory, not the source tree's root
     sums = _sums()
-    files = sorted(p.name for p in CHECKPOINTS.glob("*.pt"))
+    files = sorted(p.name for p in PACKAGE_DIR.glob("*.pt"))
     assert files and files == sorted(sums)
     for name in files:
-        assert hashlib.sha256((CHECKPOINTS / name).read_bytes()).hexdigest() == sums[name], name
+        assert hashlib.sha256((PACKAGE_DIR / name).read_bytes()).hexdigest() == sums[name], name
+        raw = torch.load(PACKAGE_DIR / name, weights_only=True)
+        assert raw["state_dict_sha256"] == models.registry.state_dict_sha256(raw["state_dict"]), name
+    assert models.list_pretrained() == sorted(n[:-3] for n in files)
+    assert models.pretrained_path("neural-epdo-small") == PACKAGE_DIR / "neural-epdo-small.pt"
+
+
+def test_shipped_checkpoint_records_its_best_epoch():
+    """best epoch 38 of 40 by validation error (benchmarks/results/neural-epdo-small-train.json)."""
+    ckpt = models.read_checkpoint("neural-epdo-small", pretrained=True)
+    assert ckpt["epoch"] == 38 and ckpt["model"] == "neural-epdo-small"
 
 
 @pytest.fixture(scope="module")
 def small():
-    return models.load(CHECKPOINTS / "neural-epdo-small.pt", expected_model="neural-epdo-small")
+    return models.load("neural-epdo-small", pretrained=True)
 
 
 def test_small_preset_loads_as_registered(small):
     assert small.epdo_model_name == "neural-epdo-small"
     assert models.count_parameters(small) == models.count_parameters(models.create("neural-epdo-small"))
     assert not small.training
+
+
+def test_old_path_and_package_path_resolve_to_the_same_weights(small, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ folder here: the name resolves through the registry
+    for spec in ("checkpoints/neural-epdo-small.pt", PACKAGE_DIR / "neural-epdo-small.pt"):
+        other = models.load(spec, expected_model="neural-epdo-small")
+        for (k, a), (k2, b) in zip(small.state_dict().items(), other.state_dict().items()):
+            assert k == k2 and torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="pass pretrained=True"):
+        models.load("neural-epdo-small")
+    with pytest.raises(models.CheckpointError, match="no pretrained weights shipped.*neural-epdo-small"):
+        models.load("tiny-cnn", pretrained=True)
+    with pytest.raises(models.UnknownModelError):
+        models.load("no-such-model", pretrained=True)
+
+
+def test_shipped_file_is_checked_against_sha256sums(tmp_path, monkeypatch):
+    """A shipped file changed on disk (even one that still loads) is refused, naming SHA256SUMS."""
+    fake = tmp_path / "checkpoints"
+    shutil.copytree(PACKAGE_DIR, fake)
+    raw = torch.load(fake / "neural-epdo-small.pt", weights_only=True)
+    raw["note"] = "edited"
+    torch.save(raw, fake / "neural-epdo-small.pt")
+    monkeypatch.setattr(_checkpoint, "_pretrained_dir", lambda: fake)
+    with pytest.raises(models.CheckpointError, match="does not match .* in .*SHA256SUMS"):
+        models.load("neural-epdo-small", pretrained=True)
 
 
 def test_small_preset_accuracy_on_held_out_sample(small):

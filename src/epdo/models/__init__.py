@@ -1,5 +1,8 @@
 """Registered models: ``epdo.models.list()``, ``create(name, **kw)``, ``load(checkpoint)``.
 
+``load("neural-epdo-small", pretrained=True)`` loads the weights shipped with epdo (:func:`list_pretrained`).
+Every model takes float images in [0, 1] of shape ``(B, 1, 28, 28)`` (``ModelInfo.input_shape``).
+
 >>> import epdo.models
 >>> "vanilla-cnn" in epdo.models.list()
 True
@@ -7,12 +10,11 @@ True
 ['tiny-cnn']
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 from .registry import (
     CheckpointError,
+    CheckpointWarning,
     ModelInfo,
     TrainDefaults,
     UnknownModelError,
@@ -20,7 +22,9 @@ from .registry import (
     create_model,
     get_model_info,
     list_models,
+    list_pretrained,
     load,
+    pretrained_path,
     read_checkpoint,
     register_model,
     save_checkpoint,
@@ -36,6 +40,8 @@ __all__ = [
     "create",
     "create_model",
     "load",
+    "list_pretrained",
+    "pretrained_path",
     "get_model_info",
     "count_parameters",
     "save_checkpoint",
@@ -44,6 +50,7 @@ __all__ = [
     "TrainDefaults",
     "UnknownModelError",
     "CheckpointError",
+    "CheckpointWarning",
 ]
 
 # Modules that register models with @register_model, imported in this order.
@@ -51,8 +58,8 @@ __all__ = [
 # @register_model(paper_params=..., paper=..., train=TrainDefaults(...)), then append "<module>"
 # here. Every registered model is then built, run and gradient-checked by
 # tests/models/test_registry.py and listed by `epdo models`.
-_MODEL_MODULES = ["cnn", "eqpdenet", "mnist_rot"]
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot")
 
 for _module in _MODEL_MODULES:
-    importlib.import_module(f"{__name__}.{_module}")
-del _module
+    _importlib.import_module(f"{__name__}.{_module}")
+del _module, _importlib

@@ -1,6 +1,6 @@
-"""Plain (non-equivariant) CNN baselines: ``vanilla-cnn`` (paper 000, Table 2) and ``tiny-cnn`` (tests).
+"""Plain (non-equivariant) CNN baselines: ``vanilla-cnn`` (He et al. 2023, Table 2) and ``tiny-cnn`` (tests).
 
-``vanilla-cnn`` is the 'Vanilla CNN' row of Table 2 of paper 000 (He et al. 2023, Neural ePDOs),
+``vanilla-cnn`` is the 'Vanilla CNN' row of Table 2 of He et al. (ICLR 2023), "Neural ePDOs",
 which takes it from Jenner & Weiler (2021, steerable PDOs): the six-layer MNIST-rot architecture of
 the equivariant models with ordinary 5x5 convolutions, widths ``2.5 x (16, 24, 32, 32, 48, 64)``
 (their ``fix_param`` rule), batch norm, max pooling, global max pooling and a two-layer head.
@@ -116,11 +116,11 @@ class PlainCNN(nn.Module):
 
 @register_model(
     paper_params=1_100_000,
-    paper="000 (He et al. 2023, Neural ePDOs), Table 2, 'Vanilla CNN' (from Jenner & Weiler 2021)",
+    paper="He et al. (ICLR 2023, Neural ePDOs), Table 2, 'Vanilla CNN' (from Jenner & Weiler 2021)",
     paper_error="1.96 +- 0.06",
     # Recipe of Jenner & Weiler's vanilla 5x5 CNN (steerable_pdo_experiments, experiment vanilla_5x5):
     # Adam with the SFCNN weight-decay groups, lr 0.05, weight decay 1e-5, 30 epochs, batch 64,
-    # lr x 0.7 per epoch after a burn-in of 5 epochs. Paper 000 defers details to its supplement.
+    # lr x 0.7 per epoch after a burn-in of 5 epochs. He et al. defer details to their supplement.
     train=TrainDefaults(
         optimizer="adam", lr=0.05, weight_decay=1e-5, decay_scope="weights",
         schedule="exponential", lr_decay=0.7, burn_in=5, epochs=30, batch_size=64,

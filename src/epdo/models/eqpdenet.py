@@ -1,14 +1,15 @@
-r"""EqPdeNet (Lagrave & Riou 2021, paper 001) and its FCNN baseline, registered as ``eqpdenet-h{16..256}``
+r"""EqPdeNet (Lagrave & Riou 2021, "Toward Geometrical Robustness with Hybrid Deep Learning and
+Differential Invariants Theory") and its FCNN baseline, registered as ``eqpdenet-h{16..256}``
 and ``fcnn-h{16..256}``.
 
 * ``FCNN``: ``784 -> h -> h -> 10`` with ReLU, :math:`h^2 + 796h + 10` parameters (13,002 for h = 16, ...,
-  269,322 for h = 256, paper 001 Table 2).
+  269,322 for h = 256, Lagrave & Riou, Table 2).
 * ``EqPdeNet``: the PDE layer (two linear PDEs on the SE(2) invariants, two on the scale invariants,
   combined pixelwise by a 4 -> 1 linear map with bias: 31 parameters, :class:`epdo.pde.PDELayer`)
   followed by the same FCNN on the combined 28 x 28 solution: FCNN + 31 parameters (13,033 ... 269,353,
   Table 1). Equation (7): :math:`\tilde y = \mathcal N_\omega(\phi_\delta(u_T^{\theta_1},\dots,u_T^{\theta_4}))`.
 
-Paper 001 gives neither T, dt, the boundary handling, the activation nor the optimiser; the choices here
+Lagrave & Riou give neither T, dt, the boundary handling, the activation nor the optimiser; the choices here
 (T = 1, dt = 0.2 i.e. 5 Euler steps, replicate padding, ReLU, Adam) are ours and documented as such in the
 registry entries. Inputs are images in [0, 1] of shape ``(B, 1, 28, 28)``, fed to the PDE unnormalised
 (the invariants' guard ``eps`` is in those intensity units).
@@ -40,7 +41,7 @@ __all__ = ["EqPdeNet", "FCNN", "HIDDEN_SIZES", "PAPER_TABLES", "PDO_BACKBONE_DEF
 
 HIDDEN_SIZES = (16, 32, 64, 128, 256)
 
-#: Paper 001, Tables 1 (EqPdeNet) and 2 (FCNN): #params -> mean (std) accuracy in % over 10 draws.
+#: Lagrave & Riou (2021), Tables 1 (EqPdeNet) and 2 (FCNN): #params -> mean (std) accuracy in % over 10 draws.
 PAPER_TABLES: dict[str, dict[int, dict[str, Any]]] = {
     "eqpdenet": {
         16: {"params": 13033, "test": (70.7, 2.7), "iso": (37.3, 1.6), "sca": (23.1, 1.3)},
@@ -138,7 +139,7 @@ def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int, kw
 
 
 class EqPdeNet(nn.Module):
-    r"""PDE layer, linear reduction to one channel, then a fully connected network (paper 001, Fig. 3).
+    r"""PDE layer, linear reduction to one channel, then a fully connected network (Lagrave & Riou 2021, Fig. 3).
 
     Args:
         hidden: width h of the FCNN.
@@ -197,8 +198,8 @@ class EqPdeNet(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # registry entries
 
-_PAPER = "001 (Lagrave & Riou 2021, EqPdeNet)"
-#: Paper 001 states no optimiser, learning rate, schedule, batch size or number of epochs; these defaults
+_PAPER = "Lagrave & Riou (2021, EqPdeNet)"
+#: Lagrave & Riou state no optimiser, learning rate, schedule, batch size or number of epochs; these defaults
 #: are ours (Adam, constant lr 1e-3, batch 64, 20 epochs) and train on the 12k MNIST-rot images.
 EQPDENET_TRAIN = TrainDefaults(optimizer="adam", lr=1e-3, schedule="constant", epochs=20, batch_size=64)
 
@@ -219,7 +220,7 @@ def _register(h: int) -> None:
         return FCNN(**kwargs)
 
     build_eq.__doc__ = f"EqPdeNet: PDE layer (2 SE(2) + 2 scale linear PDEs, 31 params) then FCNN 784-{h}-{h}-10."
-    build_fc.__doc__ = f"FCNN baseline 784-{h}-{h}-10 with ReLU (paper 001 Table 2)."
+    build_fc.__doc__ = f"FCNN baseline 784-{h}-{h}-10 with ReLU (Lagrave & Riou 2021, Table 2)."
     build_eq.__qualname__ = build_eq.__name__ = f"eqpdenet_h{h}"
     build_fc.__qualname__ = build_fc.__name__ = f"fcnn_h{h}"
     register_model(

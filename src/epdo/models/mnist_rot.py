@@ -1,7 +1,8 @@
-r"""The MNIST-rot models of paper 000 (He et al. 2023, Neural ePDOs), Table 2.
+r"""The MNIST-rot models of He et al. (ICLR 2023), "Neural ePDOs: Spatially Adaptive Equivariant Partial
+Differential Operator Based Networks", Table 2.
 
 One configurable network, :class:`MnistRotNet`, the six-layer architecture of Jenner & Weiler (2021,
-steerable PDOs; code ``ejnnr/steerable_pdo_experiments``, experiment ``diffop_5x5``) that paper 000 says it
+steerable PDOs; code ``ejnnr/steerable_pdo_experiments``, experiment ``diffop_5x5``) that He et al. say they
 follows ("6 steerable PDO layers followed by two fully connected layers ... replacing the last 5 steerable
 PDO layers with our Neural ePDO layers"):
 
@@ -17,7 +18,7 @@ PDO layers with our Neural ePDO layers"):
 "Steerable PDOs" rows. ``layer="neural-epdo"`` keeps a linear PDO (order 4) as first layer and replaces
 layers 2-6 by :class:`~epdo.nn.NeuralEPDO` (order 4, diagonal coefficients, reduction r = 2, partition
 p = 8, generator biases) on the input fields, each followed by a 1x1 :class:`~epdo.nn.PointwiseLinear` to the
-next width (the projection of paper 000, Sec. 4.3, also in layer 4 where the width stays 32: with it the count
+next width (the projection of He et al., Sec. 4.3, also in layer 4 where the width stays 32: with it the count
 is 233,983, without it 217,567): the "Neural ePDOs" rows.
 
 **One deliberate change**: J&W pad the first layer by 1 (28 -> 26 -> pool 13 -> pool 6), which makes the
@@ -38,7 +39,7 @@ Variants (Table 2):
 * ``group="D16", restrict_after=5``: D16 regular fields in layers 1-5, then each D16 regular field is
   restricted to C16 and split into its two C16 regular fields (:class:`RestrictToRotations`), and layer 6
   works with C16 fields. Steerable PDO: J&W's widths ``round(w / sqrt 2)`` = 11, 17, 23, 23, 34 D16 fields and
-  45 C16 fields in layer 6 (this reproduces the paper's 947K with e2cnn; see below). Neural ePDO: paper 000
+  45 C16 fields in layer 6 (this reproduces the paper's 947K with e2cnn; see below). Neural ePDO: He et al.
   "enlarges the model": the full widths 16, 24, 32, 32, 48 as D16 fields and, as in the steerable model, 45 C16
   fields in layer 6 (64 would give 567K).
 
@@ -69,9 +70,9 @@ J&W's count from the same architecture with e2cnn's per-pair dimensions (the tes
 Training recipe (``TrainDefaults`` of every paper entry): J&W ``diffop_5x5`` (``config/experiment/diffop_5x5.yaml``,
 ``config/data/mnist_rot.yaml``, ``diffop_experiments/utils.py``): Adam, the SFCNN weight-decay groups
 (``decay_scope="weights"``), lr 0.05, weight decay 1e-5, learning rate x 0.7 per epoch after a burn-in of 5
-epochs, 30 epochs, batch 64, random rotation augmentation, fc dropout 0.5. Paper 000 defers its recipe to a
+epochs, 30 epochs, batch 64, random rotation augmentation, fc dropout 0.5. He et al. defer their recipe to a
 supplement that is not in our copy, so the Neural ePDO entries reuse J&W's recipe (a guess). Gaussian
-discretisation: sigma = 1.3 pixels (J&W's ``smoothing=1.3`` for 5x5 stencils; paper 000 gives no value),
+discretisation: sigma = 1.3 pixels (J&W's ``smoothing=1.3`` for 5x5 stencils; He et al. give no value),
 a model kwarg.
 
 >>> m = MnistRotNet(widths=(2, 2, 2, 2, 2, 2), group="C4", fc_hidden=8)
@@ -115,7 +116,7 @@ MNIST_ROT_STD = 0.29697534
 #: Field widths of the six layers (J&W ``channels``; e2cnn's C16 MNIST model).
 JW_WIDTHS = (16, 24, 32, 32, 48, 64)
 
-#: Paper 000, Table 2 (MNIST-rot): model -> (parameters, test error in % as printed).
+#: He et al. (ICLR 2023), Table 2 (MNIST-rot): model -> (parameters, test error in % as printed).
 PAPER_TABLE2: dict[str, tuple[int, str]] = {
     "steerable-pdo-fd": (941_000, "1.54 +- 0.32"),
     "steerable-pdo-gauss": (941_000, "0.75 +- 0.02"),
@@ -267,7 +268,7 @@ class MnistRotNet(nn.Module):
         order: PDO order of layers 2-6 (steerable PDO) or of the Neural ePDOs.
         first_order: PDO order of the first layer (default ``order``).
         kernel_size, discretization, sigma: stencils (``"fd"`` or ``"gauss"`` with sigma in pixels).
-        reduction, partition, mode: Neural ePDO generator (paper 000 Sec. 5.1: r, p, ``"diag"``/``"full"``);
+        reduction, partition, mode: Neural ePDO generator (He et al. Sec. 5.1: r, p, ``"diag"``/``"full"``);
             ``reduction`` and ``partition`` are one int or one per Neural ePDO layer (layers 2, 3, ...).
         backend: NeuralEPDO product, ``"auto"`` (the fused CPU kernel when ``epdo build-ext`` has built it),
             ``"torch"`` or ``"cpp"``.
@@ -466,7 +467,7 @@ JW_RECIPE = TrainDefaults(
     lr_decay=0.7, burn_in=5, epochs=30, batch_size=64, augment_rotation=True,
 )
 
-_GAUSS_SIGMA = 1.3  # J&W's smoothing for 5x5 Gaussian-derivative stencils; paper 000 gives none
+_GAUSS_SIGMA = 1.3  # J&W's smoothing for 5x5 Gaussian-derivative stencils; He et al. give none
 _STEERABLE = dict(layer="pdo", order=3)
 _NEURAL = dict(layer="neural-epdo", order=4, first_order=4, reduction=2, partition=8, mode="diag")
 _D16_STEERABLE = dict(group="D16", widths=(11, 17, 23, 23, 34, 45), restrict_after=5)
@@ -482,7 +483,7 @@ def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> MnistRotNet:
 def _entry(name: str, row: str, note: str = "", train: TrainDefaults = JW_RECIPE):
     params, error = PAPER_TABLE2[name]
     return register_model(name=name, paper_params=params, paper_error=error, train=train,
-                          paper=f"000 Table 2, {row}" + (f"; {note}" if note else ""))
+                          paper=f"He et al. (ICLR 2023), Table 2, {row}" + (f"; {note}" if note else ""))
 
 
 _E2 = "J&W diffop_5x5 order 3{}; J&W's e2cnn basis gives {} (ours: full PDO space, see mnist_rot)"
@@ -563,7 +564,7 @@ SMALL_RECIPE = TrainDefaults(
 
 
 @register_model(name="neural-epdo-small", paper_params=None, train=SMALL_RECIPE,
-                paper="(none: a CPU preset of 000 Table 2's 'Neural ePDOs' Gauss; C8, widths 8-32)")
+                paper="(none: a CPU preset of He et al. (ICLR 2023) Table 2's 'Neural ePDOs' Gauss; C8, widths 8-32)")
 def neural_epdo_small(**kwargs) -> MnistRotNet:
     """C8 regular fields (8-32), PDO first layer then Gaussian Neural ePDOs (r=2, p=4), head dropout 0.3 (a narrow
     head: 0.5 underfits); 42k params, CPU preset."""

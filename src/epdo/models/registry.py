@@ -1,12 +1,18 @@
-"""Model registry (timm-style) and checkpoint files.
+"""Model registry (timm-style).
 
 A model family registers small builder functions with :func:`register_model`; each entry carries
 the paper's parameter count and the paper's training recipe (:class:`TrainDefaults`), which
-``epdo train`` uses unless overridden on the command line.
+``epdo train`` uses unless overridden on the command line. Checkpoint files (save, verify, load,
+shipped pretrained weights) live in :mod:`epdo.models._checkpoint` and are re-exported here.
 
-Checkpoints are plain dicts of tensors and primitive containers, written atomically and read
-with ``torch.load(weights_only=True)``; :func:`load` rebuilds a model from the registry name and
-keyword arguments stored in the file.
+Papers cited by the registry entries (``ModelInfo.paper``):
+
+* He, Chen, Shen, Yang, Lin (ICLR 2023), "Neural ePDOs: Spatially Adaptive Equivariant Partial
+  Differential Operator Based Networks": Table 2 (MNIST-rot).
+* Lagrave, Riou (2021), "Toward Geometrical Robustness with Hybrid Deep Learning and Differential
+  Invariants Theory": EqPdeNet, Tables 1-2.
+* Jenner, Weiler (2021, arXiv:2106.10163), "Steerable Partial Differential Operators for Equivariant
+  Neural Networks": the MNIST-rot architecture and training recipe.
 """
 
 from __future__ import annotations
@@ -16,16 +22,11 @@ import difflib
 import fnmatch
 import logging
 import math
-import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from torch import nn
-
-from .._io import atomic_write_bytes
 
 __all__ = [
     "TrainDefaults",
@@ -41,12 +42,14 @@ __all__ = [
     "read_checkpoint",
     "load",
     "atomic_write_bytes",
+    "list_pretrained",
+    "pretrained_path",
+    "state_dict_sha256",
     "CHECKPOINT_FORMAT",
+    "CheckpointWarning",
 ]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "epdo-checkpoint/1"
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "exponential", "step", "cosine")
@@ -177,10 +180,10 @@ def register_model(
     """Register a model builder ``fn(**kwargs) -> nn.Module`` under ``name``.
 
     ``name`` defaults to the function name with ``_`` replaced by ``-``. Raises ``ValueError`` if
-    the name is already taken by another builder. Usable bare (``@register_model``) or with
-    metadata::
+    the name is already registered (names are never overwritten, also not by a closure or a lambda
+    of the same qualified name). Usable bare (``@register_model``) or with metadata::
 
-        @register_model(paper_params=1_100_000, paper="000 Table 2, 'Vanilla CNN'",
+        @register_model(paper_params=1_100_000, paper="He et al. (ICLR 2023), Table 2, 'Vanilla CNN'",
                         train=TrainDefaults(optimizer="adam", lr=0.05, epochs=30))
         def vanilla_cnn(**kwargs):
             return VanillaCNN(**kwargs)
@@ -189,15 +192,13 @@ def register_model(
     def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if not callable(f):
             raise TypeError(f"register_model: expected a callable, got {f!r}")
-        key = name if name is not None else f.__name__.replace("_", "-")
-        if not key or any(c.isspace() for c in key):
-            raise ValueError(f"register_model: invalid model name {key!r}")
+        key = name if name is not None else getattr(f, "__name__", "").replace("_", "-")
+        if not isinstance(key, str) or not key or key == "<lambda>" or any(c.isspace() for c in key):
+            raise ValueError(f"register_model: invalid model name {key!r} (a lambda needs name=...)")
         old = _REGISTRY.get(key)
-        if old is not None and (old.builder.__module__, old.builder.__qualname__) != (f.__module__, f.__qualname__):
-            raise ValueError(
-                f"register_model: model name {key!r} is already registered by "
-                f"{old.builder.__module__}.{old.builder.__qualname__}"
-            )
+        if old is not None:  # any other builder, also a closure or lambda of the same qualified name
+            where = f"{getattr(old.builder, '__module__', '?')}.{getattr(old.builder, '__qualname__', repr(old.builder))}"
+            raise ValueError(f"register_model: model name {key!r} is already registered by {where}")
         doc = (f.__doc__ or "").strip().splitlines()
         _REGISTRY[key] = ModelInfo(
             name=key,
@@ -278,135 +279,22 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-# ----------------------------------------------------------------------------------------------
-# checkpoints
 
 
-def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def _epdo_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("epdo")
-    except Exception:  # not installed (e.g. PYTHONPATH=src)
-        import epdo
-
-        return str(getattr(epdo, "__version__", "unknown"))
-
-
-def _plain(obj: Any, where: str = "checkpoint") -> Any:
-    """``obj`` with str/int/float subclasses made plain; ``TypeError`` for what ``weights_only`` cannot load."""
-    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, (torch.Tensor, torch.dtype, torch.Size)):
-        return obj
-    if isinstance(obj, bool):
-        return bool(obj)
-    for t in (str, int, float):
-        if isinstance(obj, t):
-            return t(obj)
-    if isinstance(obj, dict):
-        return type(obj)((k if type(k) in (str, int) else _plain(k, where), _plain(v, f"{where}[{k!r}]")) for k, v in obj.items()) \
-            if type(obj) in (dict, OrderedDict) else {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a weights_only checkpoint")
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
-    """Atomically write ``model`` (built by :func:`create_model`) and ``extra`` entries to ``path``.
-
-    ``extra`` holds tensors and primitive containers only (``optimizer``, ``scheduler``, ``rng``,
-    ``epoch``, ``metrics``, ...), so that the file loads with ``weights_only=True``.
-    """
-    inner = _unwrap(model)
-    name = getattr(inner, "epdo_model_name", None)
-    if name is None:
-        raise ValueError("save_checkpoint: the model was not built by epdo.models.create (no epdo_model_name)")
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "epdo_version": _epdo_version(),
-        "torch_version": str(torch.__version__),
-        "model": name,
-        "model_kwargs": dict(getattr(inner, "epdo_model_kwargs", {})),
-        "state_dict": clean_state_dict(inner.state_dict()),
-    }
-    clash = set(ckpt) & set(extra)
-    if clash:
-        raise ValueError(f"save_checkpoint: reserved keys {sorted(clash)}")
-    ckpt.update(extra)
-    ckpt = _plain(ckpt)
-    atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read and validate an epdo checkpoint with ``torch.load(weights_only=True)``.
-
-    Raises ``FileNotFoundError`` if missing and :class:`CheckpointError` (naming the file) if the file
-    is corrupt, was tampered with (contains arbitrary pickled objects) or is not an epdo checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, disallowed pickle globals, ...
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else "")
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {detail[:300]})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an epdo checkpoint (no format marker {CHECKPOINT_FORMAT!r})")
-    for key, typ in (("model", str), ("model_kwargs", dict), ("state_dict", dict)):
-        if not isinstance(ckpt.get(key), typ):
-            raise CheckpointError(f"{path}: malformed epdo checkpoint (entry {key!r} missing or not a {typ.__name__})")
-    return ckpt
-
-
-def load_state(model: nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike, expected_model: str | None = None) -> None:
-    """Load ``ckpt['state_dict']`` into ``model`` strictly; errors name ``path`` and the models involved."""
-    if expected_model is not None and ckpt["model"] != expected_model:
-        raise CheckpointError(f"{path}: checkpoint of model {ckpt['model']!r}, expected {expected_model!r}")
-    try:
-        _unwrap(model).load_state_dict(clean_state_dict(ckpt["state_dict"]), strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise CheckpointError(
-            f"{path}: weights do not fit model {ckpt['model']!r} with kwargs {ckpt['model_kwargs']} "
-            f"({' '.join(first[:3])[:300]})"
-        ) from e
-
-
-def load(checkpoint_path: str | os.PathLike, map_location: Any = "cpu", expected_model: str | None = None) -> nn.Module:
-    """Rebuild the model stored in ``checkpoint_path`` (name + kwargs) and load its weights.
-
-    Returns the model in eval mode on ``map_location``. ``expected_model``: raise
-    :class:`CheckpointError` if the checkpoint holds another model.
-    """
-    ckpt = read_checkpoint(checkpoint_path, map_location=map_location)
-    try:
-        model = create_model(ckpt["model"], **ckpt["model_kwargs"])
-    except UnknownModelError as e:
-        raise CheckpointError(f"{checkpoint_path}: {e}") from e
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{checkpoint_path}: cannot rebuild model {ckpt['model']!r} from kwargs {ckpt['model_kwargs']}: {e}") from e
-    load_state(model, ckpt, checkpoint_path, expected_model=expected_model)
-    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
-        model.to(map_location)
-    return model.eval()
+# checkpoint files: defined in _checkpoint (which imports this module), importable from here as before
+from .._io import atomic_write_bytes  # noqa: E402,F401  (re-exported, as before)
+from ._checkpoint import (  # noqa: E402
+    CHECKPOINT_FORMAT,
+    CheckpointWarning,
+    _epdo_version,
+    _plain,
+    _unwrap,
+    clean_state_dict,
+    list_pretrained,
+    load,
+    load_state,
+    pretrained_path,
+    read_checkpoint,
+    save_checkpoint,
+    state_dict_sha256,
+)
