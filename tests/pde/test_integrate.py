@@ -220,3 +220,60 @@ def test_other_bad_arguments():
     with pytest.raises(ValueError, match=r"expected invariants \(B, 2, 5, H, W\)"):
         LinearF(2, 5)(torch.rand(1, 2, 6, 4, 4))
     assert SE2.order == 2 and math.isclose(EulerStep("se2", dt=0.3).dt, 0.3)
+
+
+# ---------------------------------------------------------------------------------------------- input contract
+
+
+def _pde_classes():
+    return [
+        ("PDELayer", PDELayer(2, ("se2", "scale"))),
+        ("PDEIntegrator", PDEIntegrator("scale", n_pdes=2)),
+        ("EulerStep", EulerStep("se2", n_pdes=1)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool, torch.complex64, torch.complex128])
+def test_integer_boolean_and_complex_input_is_refused(dtype):
+    """Integer input used to zero the stencils (cast to the input's dtype), complex input was accepted."""
+    x = (torch.rand(2, 1, 12, 12) * 255).to(dtype)
+    for who, module in _pde_classes():
+        with pytest.raises(TypeError, match=rf"{who}: expected .*got dtype {dtype}"):
+            module(x)
+    f = LinearF(n_pdes=2, n_invariants=5)
+    with pytest.raises(TypeError, match=rf"LinearF: expected real float invariants, got dtype {dtype}"):
+        f(torch.zeros(3, 2, 5, 4, 4).to(dtype))
+    with pytest.raises(TypeError, match="expected real float invariants"):
+        PolynomialF(n_pdes=2, n_invariants=5)([torch.zeros(3, 2, 4, 4).to(dtype)] * 5)
+
+
+def test_nan_input_is_blamed_not_the_step_size():
+    x = torch.rand(2, 1, 12, 12)
+    x[0, 0, 3, 4] = float("nan")
+    for who, module in _pde_classes()[:2]:
+        with pytest.raises(ValueError, match=rf"{who}: the input holds 1 NaN/inf value\(s\)"):
+            module(x)
+
+
+def test_instability_from_an_input_outside_unit_range_blames_the_input_first():
+    """u_t = u^2 (blow-up time 1/u_0): stable to T = 0.5 from images in [0, 1], unstable from 0..255."""
+    for layer in (PDEIntegrator("se2", T=0.5, dt=0.05, function="poly", function_kwargs={"degree": 2}),
+                  PDELayer(1, ("se2",), T=0.5, dt=0.05, function="poly", function_kwargs={"degree": 2})):
+        integ = layer if isinstance(layer, PDEIntegrator) else layer.integrators[0]
+        f = integ.step.function
+        with torch.no_grad():
+            f.weight.zero_()
+            f.weight[0, f.monomials.index((0, 0))] = 1.0
+        x = torch.rand(2, 1, 12, 12)
+        assert torch.isfinite(layer(x)).all()
+        with pytest.raises(PDEStabilityError) as info:
+            layer(x * 255)
+        msg = str(info.value)
+        assert msg.startswith("the input ranges over [") and "far outside the images in [0, 1]" in msg
+        assert msg.index("divide 0..255 pixels by 255") < msg.index("reduce dt")
+        assert msg.count("the input ranges over") == 1
+    # an unstable step size on an input in range: the message is about the step size only
+    integ = PDEIntegrator("se2", T=20.0, dt=1.0)
+    _set_linear(integ.step, [[1e4, 0, 0, 0, 0]])
+    with pytest.raises(PDEStabilityError, match=r"^PDE on invariant set 'se2' became non-finite .*reduce dt"):
+        integ(torch.full((1, 1, 8, 8), 1.0))

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
 __all__ = ["PlainCNN", "vanilla_cnn", "tiny_cnn", "MNIST_MEAN", "MNIST_STD"]
@@ -40,7 +41,10 @@ class PlainCNN(nn.Module):
         mean, std: input normalisation applied inside the model (inputs are images in [0, 1]).
 
     Shape:
-        input ``(B, in_channels, H, W)``, output ``(B, num_classes)``.
+        input ``(B, in_channels, H, W)``, float images in [0, 1] (the registered models: ``(B, 1, 28, 28)``);
+        output ``(B, num_classes)``. Integer, boolean or complex dtypes raise ``TypeError``, other shapes and
+        NaN/inf pixels ``ValueError``; values far outside [0, 1] (e.g. 0..255) warn once
+        (:class:`~epdo.models._inputs.InputRangeWarning`).
 
     >>> PlainCNN(channels=(4, 8), fc_hidden=(), pool_after=(1,))(torch.rand(2, 1, 28, 28)).shape
     torch.Size([2, 10])
@@ -108,9 +112,8 @@ class PlainCNN(nn.Module):
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        x = (x - self.mean) / self.std
+        check_images(self, x, self.in_channels)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.head(self.features(x))
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from epdo.pde import PDELayer, get_invariant_set, scale_invariants
 
+from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
 __all__ = ["EqPdeNet", "FCNN", "HIDDEN_SIZES", "PAPER_TABLES", "PDO_BACKBONE_DEFAULTS"]
@@ -62,10 +63,8 @@ PAPER_TABLES: dict[str, dict[int, dict[str, Any]]] = {
 BACKBONES = ("fcnn", "pdo", "neural-epdo")
 
 
-def _check_images(x: torch.Tensor, shape: tuple[int, int, int], who: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected images (B, {shape[0]}, {shape[1]}, {shape[2]}), got {got}")
+def _check_images(module: nn.Module, x: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    check_images(module, x, shape[0], shape[1:])
 
 
 class FCNN(nn.Module):
@@ -78,7 +77,8 @@ class FCNN(nn.Module):
         num_classes: logits.
 
     Shape:
-        ``(B, in_channels, image_size, image_size) -> (B, num_classes)``.
+        ``(B, in_channels, image_size, image_size) -> (B, num_classes)``: float images in [0, 1]; other dtypes
+        raise ``TypeError``, other shapes and NaN/inf ``ValueError``, values far outside [0, 1] warn once.
 
     >>> sum(p.numel() for p in FCNN(hidden=16).parameters())
     13002
@@ -99,7 +99,7 @@ class FCNN(nn.Module):
         self.hidden, self.depth = hidden, depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, self.input_shape, type(self).__name__)
+        _check_images(self, x, self.input_shape)
         return self.net(x)
 
     def extra_repr(self) -> str:
@@ -156,7 +156,9 @@ class EqPdeNet(nn.Module):
         image_size, num_classes: 28 and 10 for MNIST-rot.
 
     Shape:
-        ``(B, 1, image_size, image_size) -> (B, num_classes)``.
+        ``(B, 1, image_size, image_size) -> (B, num_classes)``: float images in [0, 1] (the PDE's ``eps`` is in
+        those units); other dtypes raise ``TypeError``, other shapes and NaN/inf ``ValueError``, values far
+        outside [0, 1] warn once.
     """
 
     def __init__(
@@ -189,9 +191,10 @@ class EqPdeNet(nn.Module):
         )
         self.backbone_kind = backbone
         self.head = _make_backbone(backbone, hidden, image_size, num_classes, backbone_kwargs)
+        self.head.check_values = False  # its input is the PDE solution, not an image: dtype and shape checks only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, self.input_shape, type(self).__name__)
+        _check_images(self, x, self.input_shape)
         return self.head(self.pde(x))
 
 

@@ -95,6 +95,7 @@ from torch import nn
 from .. import nn as enn
 from ..fields import FieldType
 from ..groups import Group, Representation, cyclic, dihedral
+from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
 __all__ = [
@@ -280,8 +281,10 @@ class MnistRotNet(nn.Module):
         fc_batch_norm: batch norm after each linear layer, the last included (J&W).
         num_classes: logits. mean, std: input normalisation.
 
-    Shape: ``(B, 1, H, W) -> (B, num_classes)``, images in [0, 1]; invariant to rotations by 90 degrees
-    (C_N, D_N with 4 | N) when every pooled size is even (28x28 input).
+    Shape: ``(B, 1, H, W) -> (B, num_classes)``, float images in [0, 1] (the registered models: ``(B, 1, 28, 28)``;
+    integer, boolean or complex dtypes raise ``TypeError``, other shapes and NaN/inf pixels ``ValueError``, values
+    far outside [0, 1], e.g. 0..255, warn once); invariant to rotations by 90 degrees (C_N, D_N with 4 | N) when
+    every pooled size is even (28x28 input).
     """
 
     def __init__(
@@ -396,9 +399,7 @@ class MnistRotNet(nn.Module):
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected images (B, 1, H, W) in [0, 1], got {got}")
+        check_images(self, x, 1)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         x = self.features(x)
         return self.head(x.amax(dim=(2, 3)))

@@ -44,8 +44,9 @@ class _BaseF(nn.Module):
         self.n_pdes, self.n_invariants, self.init_std = n_pdes, n_invariants, float(init_std)
 
     def _split(self, inv: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Validate and return the invariants as a list of ``m`` tensors ``(B, n_pdes, H, W)``."""
+        """Validate and return the invariants as a list of ``m`` real float tensors ``(B, n_pdes, H, W)``."""
         if isinstance(inv, torch.Tensor):
+            self._check_dtype(inv)
             if inv.dim() != 5 or inv.shape[1] != self.n_pdes or inv.shape[2] != self.n_invariants:
                 raise ValueError(
                     f"{type(self).__name__}: expected invariants (B, {self.n_pdes}, {self.n_invariants}, H, W), "
@@ -53,12 +54,19 @@ class _BaseF(nn.Module):
                 )
             return list(inv.unbind(2))
         parts = list(inv)
+        for p in parts:
+            self._check_dtype(p)
         if len(parts) != self.n_invariants or any(p.dim() != 4 or p.shape[1] != self.n_pdes for p in parts):
             raise ValueError(
                 f"{type(self).__name__}: expected {self.n_invariants} invariants (B, {self.n_pdes}, H, W), "
                 f"got {[tuple(p.shape) for p in parts]}"
             )
         return parts
+
+    def _check_dtype(self, t: object) -> None:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():  # also rejects complex
+            got = f"dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"{type(self).__name__}: expected real float invariants, got {got}")
 
     def extra_repr(self) -> str:
         return f"n_pdes={self.n_pdes}, n_invariants={self.n_invariants}"

@@ -30,6 +30,7 @@ from torch import nn
 
 from epdo.diffops import Discretization
 
+from ._inputs import blame_input, check_field
 from .functions import FUNCTIONS, make_function
 from .invariants import PADDINGS, Derivatives, InvariantSet, apply_stencils, default_discretization, get_invariant_set, stencil_tensor
 
@@ -139,6 +140,7 @@ class EulerStep(nn.Module):
         return u + self.dt * self.rhs(u)
 
     def _check(self, u: torch.Tensor) -> None:
+        check_field(u, "EulerStep", finite=False)  # dtype only: NaN states are check_state's
         if u.dim() != 4 or u.shape[1] != self.n_pdes:
             raise ValueError(f"EulerStep: expected a field (B, {self.n_pdes}, H, W), got {tuple(u.shape)}")
 
@@ -190,6 +192,7 @@ class PDEIntegrator(nn.Module):
         return self.step.n_pdes
 
     def forward(self, u0: torch.Tensor, return_trajectory: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        check_field(u0, "PDEIntegrator")
         if u0.dim() != 4 or u0.shape[1] not in (1, self.n_pdes):
             raise ValueError(
                 f"PDEIntegrator: expected an initial condition (B, 1, H, W) or (B, {self.n_pdes}, H, W), "
@@ -200,7 +203,10 @@ class PDEIntegrator(nn.Module):
         for ell in range(self.n_steps):
             u = self.step(u)
             if self.check_finite:
-                check_state(u, ell + 1, self.n_steps, self.dt, self.T, f"PDE on invariant set {self.step.invariant_set.name!r}")
+                try:
+                    check_state(u, ell + 1, self.n_steps, self.dt, self.T, f"PDE on invariant set {self.step.invariant_set.name!r}")
+                except PDEStabilityError as err:
+                    raise blame_input(err, u0) from None
             if return_trajectory:
                 traj.append(u)
         return traj if return_trajectory else u

@@ -1,4 +1,4 @@
-r"""The PDE layer of EqPdeNet (paper 001, Fig. 3): several invariant PDEs from one input, combined linearly.
+r"""The PDE layer of EqPdeNet (Lagrave & Riou 2021, Fig. 3): several invariant PDEs from one input, combined linearly.
 
 Every PDE starts from the input image, :math:`u_{t=0} = f_d`, and is integrated to time ``T``; the
 ``n_e`` solutions :math:`u_T^{\theta_1},\dots,u_T^{\theta_{n_e}}` are then combined pixelwise by a linear map
@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .integrate import PDEIntegrator, check_state
+from ._inputs import blame_input, check_field
+from .integrate import PDEIntegrator, PDEStabilityError, check_state
 from .invariants import Derivatives, InvariantSet, apply_stencils, get_invariant_set
 
 __all__ = ["PDELayer"]
@@ -42,7 +43,8 @@ class PDELayer(nn.Module):
             ``function_kwargs``, ``disc``, ``padding``, ``check_finite``).
 
     Shape:
-        ``(B, 1, H, W) -> (B, out_channels, H, W)`` (or ``(B, n_e, H, W)`` with ``out_channels=None``).
+        ``(B, 1, H, W) -> (B, out_channels, H, W)`` (or ``(B, n_e, H, W)`` with ``out_channels=None``); real
+        float images in [0, 1] (integer, boolean, complex: ``TypeError``; NaN/inf: ``ValueError``).
     """
 
     def __init__(
@@ -97,9 +99,18 @@ class PDELayer(nn.Module):
         """The solutions :math:`u_T` of all PDEs, ``(B, 1, H, W) -> (B, n_e, H, W)`` (ordered as ``labels``).
 
         With ``return_trajectory=True``, the list of the ``n_steps + 1`` states ``u_0, ..., u_T``.
+        ``TypeError`` for integer, boolean or complex input, ``ValueError`` for NaN/inf; a
+        :class:`~epdo.pde.PDEStabilityError` names an input far outside [0, 1] before the step size.
         """
+        check_field(x, "PDELayer")
         if x.dim() != 4 or x.shape[1] != 1:
             raise ValueError(f"PDELayer: expected images (B, 1, H, W), got {tuple(x.shape)}")
+        try:
+            return self._evolve(x, return_trajectory)
+        except PDEStabilityError as err:
+            raise blame_input(err, x) from None
+
+    def _evolve(self, x: torch.Tensor, return_trajectory: bool) -> torch.Tensor | list[torch.Tensor]:
         if not self._fused:
             trajs = [integ(x, return_trajectory=True) for integ in self.integrators]
             traj = [torch.cat(states, dim=1) for states in zip(*trajs)]
