@@ -13,6 +13,10 @@ from epdo.data import ChecksumError, DataFormatError, DataNotFoundError, get_dat
 from epdo.data.amat import ROTMNIST_TEST_FILE, ROTMNIST_TRAIN_FILE, ROTMNIST_ZIP_NAME
 
 
+#: row counts of the synthetic archive (the real one: 12,000 / 50,000, checked by default)
+ROWS = {"train": 24, "test": 8}
+
+
 def _write_amat(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     rows = np.concatenate([images.reshape(len(images), -1), labels[:, None].astype(np.float64)], axis=1)
     # same layout as the original: space-separated scientific notation, label as a float
@@ -57,7 +61,7 @@ def test_read_amat(archive: dict) -> None:
 @pytest.mark.parametrize("where", ["zip", "zipdir", "dir"])
 def test_load_rotmnist_from_zip_or_directory(archive: dict, where: str) -> None:
     path = {"zip": archive["zip"], "zipdir": archive["zip"].parent, "dir": archive["dir"]}[where]
-    data = load_rotmnist(path)
+    data = load_rotmnist(path, expected_rows=ROWS)
     for part in ("train", "test"):
         x, y = archive[part]
         np.testing.assert_allclose(data[f"{part}_images"], x, atol=1e-7)
@@ -67,12 +71,12 @@ def test_load_rotmnist_from_zip_or_directory(archive: dict, where: str) -> None:
 def test_zip_checksums(archive: dict) -> None:
     content = archive["zip"].read_bytes()
     sha = hashlib.sha256(content).hexdigest()
-    load_rotmnist(archive["zip"], expected_sha256=sha, expected_md5=hashlib.md5(content).hexdigest())
+    load_rotmnist(archive["zip"], expected_sha256=sha, expected_md5=hashlib.md5(content).hexdigest(), expected_rows=ROWS)
     with pytest.raises(ChecksumError) as info:
         load_rotmnist(archive["zip"], expected_sha256="ab" * 32)
     assert str(archive["zip"]) in str(info.value) and "ab" * 32 in str(info.value)
     with pytest.warns(UserWarning, match="not checked"):
-        load_rotmnist(archive["dir"], expected_sha256=sha)
+        load_rotmnist(archive["dir"], expected_sha256=sha, expected_rows=ROWS)
 
 
 def test_missing_and_malformed(tmp_path: Path, archive: dict) -> None:
@@ -106,9 +110,9 @@ def test_missing_and_malformed(tmp_path: Path, archive: dict) -> None:
 
 
 def test_get_dataset_rotmnist(archive: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    train = get_dataset("rotmnist", "train", data_dir=archive["zip"])
-    valid = get_dataset("rotmnist", "valid", data_dir=archive["zip"])
-    test = get_dataset("rotmnist", "test", data_dir=archive["zip"])
+    train = get_dataset("rotmnist", "train", data_dir=archive["zip"], expected_rows=ROWS)
+    valid = get_dataset("rotmnist", "valid", data_dir=archive["zip"], expected_rows=ROWS)
+    test = get_dataset("rotmnist", "test", data_dir=archive["zip"], expected_rows=ROWS)
     # 1/6 of train+valid is valid (2,000 of 12,000 on the real archive): 4 of 24 here
     assert (len(train), len(valid), len(test)) == (20, 4, 8)
     assert not train.is_replica and train.name == "rotmnist" and valid.split == "valid"
@@ -117,12 +121,12 @@ def test_get_dataset_rotmnist(archive: dict, monkeypatch: pytest.MonkeyPatch) ->
     x, y = test[3]
     assert x.shape == (1, 28, 28) and x.dtype.is_floating_point and int(y) == 3
     monkeypatch.setenv("EPDO_ROTMNIST_DIR", str(archive["dir"]))
-    assert len(get_dataset("rotmnist", "test")) == 8
+    assert len(get_dataset("rotmnist", "test", expected_rows=ROWS)) == 8
     monkeypatch.delenv("EPDO_ROTMNIST_DIR")
     with pytest.raises(DataNotFoundError, match="EPDO_ROTMNIST_DIR") as info:
         get_dataset("rotmnist", "train")
     assert "mnist_rotation_new.zip" in str(info.value)
     sha = hashlib.sha256(archive["zip"].read_bytes()).hexdigest()
-    assert len(get_dataset("rotmnist", "train", data_dir=archive["zip"], expected_sha256=sha)) == 20
+    assert len(get_dataset("rotmnist", "train", data_dir=archive["zip"], expected_sha256=sha, expected_rows=ROWS)) == 20
     with pytest.raises(ChecksumError):
-        get_dataset("rotmnist", "train", data_dir=archive["zip"], expected_sha256="0" * 64)
+        get_dataset("rotmnist", "train", data_dir=archive["zip"], expected_sha256="0" * 64, expected_rows=ROWS)

@@ -131,6 +131,7 @@ def test_mnist_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(work)
     monkeypatch.delenv("EPDO_MNIST_DIR", raising=False)
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path / "elsewhere" / "root")
+    monkeypatch.setattr(paths, "in_source_checkout", lambda: True)  # outside one: tests/data/test_data_corrupt.py
     with pytest.raises(DataNotFoundError) as info:
         paths.resolve_mnist_dir()
     msg = str(info.value)

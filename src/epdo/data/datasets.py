@@ -11,10 +11,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .amat import load_rotmnist
+from .amat import ROTMNIST_ROWS, load_rotmnist
 from .errors import DataFormatError, DataNotFoundError
 from .idx import FASHION_MNIST_FILES, MNIST_FILES, load_idx_dataset
-from .paths import FASHION_MNIST_DEFAULT_DIR, resolve_fashion_mnist_dir, resolve_mnist_dir, resolve_rotmnist_path
+from .paths import (
+    DATA_DIR_HINT,
+    FASHION_MNIST_DEFAULT_DIR,
+    resolve_fashion_mnist_dir,
+    resolve_mnist_dir,
+    resolve_rotmnist_path,
+)
 from .replica import REPLICA_VERSION, load_replica
 
 __all__ = [
@@ -142,16 +148,25 @@ def _load_sample_cached() -> dict[str, np.ndarray]:
             f"embedded sample not found at {ref}; regenerate it with `python scripts/make_sample.py` "
             "from a source checkout (needs the MNIST files)"
         )
-    with resources.as_file(ref) as p, np.load(p) as z:
-        return {k: z[k] for k in z.files}
+    with resources.as_file(ref) as p:
+        try:
+            with np.load(p) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as exc:  # corrupt zip / deflate stream / npy header
+            raise DataFormatError(
+                f"{p}: the embedded sample is corrupt ({type(exc).__name__}: {exc}); reinstall epdo (or, in a source "
+                "checkout, regenerate it with `python scripts/make_sample.py`)"
+            ) from exc
 
 
 @functools.lru_cache(maxsize=1)
 def _rotmnist_cached(
-    path: str, stamp: tuple[int, int], sha256: str | None, md5: str | None, transpose: bool
+    path: str, stamp: tuple[int, int], sha256: str | None, md5: str | None, transpose: bool,
+    rows: tuple[tuple[str, int], ...] | None,
 ) -> dict[str, np.ndarray]:
     del stamp  # part of the cache key only
-    return load_rotmnist(path, expected_sha256=sha256, expected_md5=md5, transpose=transpose)
+    return load_rotmnist(path, expected_sha256=sha256, expected_md5=md5, transpose=transpose,
+                         expected_rows=None if rows is None else dict(rows))
 
 
 def get_dataset(
@@ -166,6 +181,7 @@ def get_dataset(
     verify: bool = True,
     expected_sha256: str | None = None,
     transpose: bool = False,
+    expected_rows: dict[str, int] | None = ROTMNIST_ROWS,
 ) -> ImageDataset:
     """Load data set ``name`` (one of :data:`DATASETS`), split ``split`` (one of :data:`SPLITS`).
 
@@ -174,7 +190,8 @@ def get_dataset(
       ``$EPDO_CACHE`` or ``~/.cache/epdo``); ``seed`` picks the replica; ``n_train``/``n_test`` take
       prefixes. Splits 10,000 train / 2,000 valid / 50,000 test.
     * ``rotmnist``: the real archive (``data_dir`` or ``$EPDO_ROTMNIST_DIR``: the zip or its directory);
-      ``expected_sha256`` (or ``$EPDO_ROTMNIST_SHA256``) checks the zip; ``transpose`` swaps image axes.
+      ``expected_sha256`` (or ``$EPDO_ROTMNIST_SHA256``) checks the zip; ``transpose`` swaps image axes;
+      ``expected_rows`` the files' row counts (default 12,000 train+valid / 50,000 test; ``None``: any).
     * ``mnist`` (55,000 / 5,000 / 10,000) and ``fashion-mnist`` (50,000 / 10,000 / 10,000; default
       directory ``/usr/share/datasets/fashion-mnist``); ``verify`` checks the files' checksums.
     * ``sample``: the embedded 2,000 / 1,000 sample (1,600 train / 400 valid / 1,000 test); needs no files.
@@ -218,7 +235,8 @@ def get_dataset(
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = (0, 0)
-        arrays = _rotmnist_cached(str(path), stamp, sha, None, bool(transpose))
+        rows = None if expected_rows is None else tuple(sorted(dict(expected_rows).items()))
+        arrays = _rotmnist_cached(str(path), stamp, sha, None, bool(transpose), rows)
         part = _pick(arrays, name, split, keys)
         desc = f"rotmnist: MNIST-rot (Larochelle et al. 2007) from {path}, {split} split"
         return ImageDataset(part["images"], part["labels"], name=name, split=split, is_replica=False, description=desc)
@@ -227,7 +245,7 @@ def get_dataset(
         directory = resolve_mnist_dir(data_dir)
         arrays = load_idx_dataset(
             directory, MNIST_FILES, dataset="MNIST", verify=verify,
-            hint="or pass data_dir=... / set EPDO_MNIST_DIR",
+            hint=f"or {DATA_DIR_HINT} / set EPDO_MNIST_DIR",
         )
         label = "MNIST"
     else:  # fashion-mnist
@@ -236,7 +254,7 @@ def get_dataset(
             directory, FASHION_MNIST_FILES, dataset="Fashion-MNIST", verify=verify,
             hint=(
                 f"on Debian/Ubuntu `apt-get install dataset-fashion-mnist` puts them in {FASHION_MNIST_DEFAULT_DIR}; "
-                "or pass data_dir=... / set EPDO_FASHION_MNIST_DIR"
+                f"or {DATA_DIR_HINT} / set EPDO_FASHION_MNIST_DIR"
             ),
         )
         label = "Fashion-MNIST"

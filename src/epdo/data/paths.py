@@ -12,6 +12,7 @@ from .errors import DataNotFoundError
 from .idx import MNIST_FILES, find_idx_file
 
 __all__ = [
+    "DATA_DIR_HINT",
     "ROTMNIST_URL",
     "FASHION_MNIST_DEFAULT_DIR",
     "repo_root",
@@ -24,6 +25,9 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
+#: How to pass a data location, for the command line and for Python.
+DATA_DIR_HINT = "pass --data-dir DIR (command line) or data_dir=DIR (Python)"
+
 #: Where the original MNIST-rot archive (Larochelle et al. 2007) was published.
 ROTMNIST_URL = "http://www.iro.umontreal.ca/~lisa/icml2007data/mnist_rotation_new.zip"
 #: Debian's ``dataset-fashion-mnist`` package installs the IDX files here.
@@ -35,14 +39,21 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def in_source_checkout() -> bool:
+    """Whether epdo runs from a source checkout (``<root>/src/epdo`` next to ``<root>/pyproject.toml``)."""
+    root = repo_root()
+    return (root / "pyproject.toml").is_file() and Path(__file__).resolve().parents[1] == root / "src" / "epdo"
+
+
 def _has_mnist(directory: Path) -> bool:
     return directory.is_dir() and find_idx_file(directory, MNIST_FILES["train_images"].stem) is not None
 
 
 def resolve_mnist_dir(data_dir: PathLike | None = None) -> Path:
-    """The MNIST IDX directory: ``data_dir`` if given, else the first of ``$EPDO_MNIST_DIR``,
-    ``./../shared/data/mnist`` (from the working directory) and ``<repo root>/../shared/data/mnist``
-    that holds the files. Raises :class:`DataNotFoundError` listing the places tried."""
+    """The MNIST IDX directory: ``data_dir`` if given, else the first that holds the files of
+    ``$EPDO_MNIST_DIR``, ``./../shared/data/mnist`` (from the working directory) and, in a source checkout,
+    ``<repo root>/../shared/data/mnist``. Raises :class:`DataNotFoundError` listing the places tried
+    (the relative ones only where they exist or in a source checkout)."""
     if data_dir is not None:
         return Path(data_dir)
     tried: list[str] = []
@@ -53,15 +64,18 @@ def resolve_mnist_dir(data_dir: PathLike | None = None) -> Path:
     else:
         tried.append("$EPDO_MNIST_DIR (not set)")
     candidates.append((Path.cwd() / ".." / "shared" / "data" / "mnist", "relative to the working directory"))
-    candidates.append((repo_root().parent / "shared" / "data" / "mnist", "relative to the repository root"))
+    checkout = in_source_checkout()
+    if checkout:
+        candidates.append((repo_root().parent / "shared" / "data" / "mnist", "relative to the repository root"))
     for path, why in candidates:
         if _has_mnist(path):
             return path.resolve()
-        tried.append(f"{path} ({why})")
+        if why == "$EPDO_MNIST_DIR" or checkout or path.exists():
+            tried.append(f"{path} ({why})")
     raise DataNotFoundError(
         "MNIST IDX files not found; tried: " + "; ".join(tried) + ". Put the four MNIST files "
         "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "t10k-labels-idx1-ubyte.gz) in a directory and pass data_dir=... or set EPDO_MNIST_DIR."
+        f"t10k-labels-idx1-ubyte.gz) in a directory and {DATA_DIR_HINT}, or set EPDO_MNIST_DIR."
     )
 
 
@@ -81,8 +95,9 @@ def resolve_rotmnist_path(data_dir: PathLike | None = None) -> Path:
         if not env:
             raise DataNotFoundError(
                 "MNIST-rot (Larochelle et al. 2007) location not given: download mnist_rotation_new.zip "
-                f"({ROTMNIST_URL}), then pass data_dir=<the zip, or the directory holding it or its "
-                "extracted .amat files> or set EPDO_ROTMNIST_DIR. Without it, use the dataset "
+                f"({ROTMNIST_URL}), then pass --data-dir PATH (command line) or data_dir=PATH (Python), PATH being "
+                "the zip, or the directory holding it or its extracted .amat files, or set EPDO_ROTMNIST_DIR. "
+                "Without it, use the dataset "
                 "'rotmnist-replica' generated from MNIST."
             )
         data_dir = env

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,13 @@ def _cache_name(seed: int, n_train: int, n_test: int) -> str:
 
 
 def _read_cache(path: Path, seed: int, n_train: int, n_test: int) -> dict[str, np.ndarray] | None:
-    """Load a cached replica, or None if absent, unreadable or not matching; prefixes are taken if larger."""
+    """Load a cached replica, or None if absent or unusable; prefixes are taken if larger.
+
+    Unusable (then regenerated, with a warning naming the file): unreadable, truncated or corrupt (bad zip,
+    bad CRC, corrupt deflate stream, bad ``.npy`` header), another version or seed, too few rows, wrong
+    dtypes or shapes, labels outside 0..9, non-finite angles. The cache is derived data, so any failure to
+    read it means "regenerate", never "fail every later run".
+    """
     if not path.is_file():
         return None
     try:
@@ -115,11 +120,18 @@ def _read_cache(path: Path, seed: int, n_train: int, n_test: int) -> dict[str, n
                     if arr.shape[0] < n:
                         raise ValueError("too few rows")
                     out[f"{part}_{key}"] = arr[:n]
-            if out["train_images"].shape[1:] != (28, 28) or out["train_images"].dtype != np.uint8:
-                raise ValueError("bad image array")
+                images, labels = out[f"{part}_images"], out[f"{part}_labels"]
+                if images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+                    raise ValueError(f"bad {part} image array {images.dtype} {images.shape}")
+                if labels.shape != (n,) or (labels.size and int(labels.max()) > 9):
+                    raise ValueError(f"bad {part} labels")
+                if not np.isfinite(out[f"{part}_angles"]).all():
+                    raise ValueError(f"non-finite {part} angles")
         return out
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        warnings.warn(f"ignoring unusable replica cache {path} ({exc}); regenerating", stacklevel=3)
+    except Exception as exc:  # zlib.error, zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, ...
+        warnings.warn(
+            f"ignoring unusable replica cache {path} ({type(exc).__name__}: {exc}); regenerating it", stacklevel=3
+        )
         return None
 
 
