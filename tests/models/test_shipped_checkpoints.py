@@ -59,6 +59,12 @@ def test_small_preset_loads_as_registered(small):
 
 def test_old_path_and_package_path_resolve_to_the_same_weights(small, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no checkpoints/ folder here: the name resolves through the registry
+    assert models.resolve_checkpoint("checkpoints/neural-epdo-small.pt") == PACKAGE_DIR / "neural-epdo-small.pt"
+    assert models.resolve_checkpoint("neural-epdo-small", pretrained=True) == PACKAGE_DIR / "neural-epdo-small.pt"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "neural-epdo-small.pt").write_bytes(b"mine")  # an existing file is never replaced
+    assert models.resolve_checkpoint("checkpoints/neural-epdo-small.pt") == Path("checkpoints/neural-epdo-small.pt")
+    (tmp_path / "checkpoints" / "neural-epdo-small.pt").unlink()
     for spec in ("checkpoints/neural-epdo-small.pt", PACKAGE_DIR / "neural-epdo-small.pt"):
         other = models.load(spec, expected_model="neural-epdo-small")
         for (k, a), (k2, b) in zip(small.state_dict().items(), other.state_dict().items()):

@@ -1,4 +1,4 @@
-r"""Test-time perturbation scenarios of EqPdeNet (Lagrave & Riou 2021, paper 001, "Numerical Experiments").
+r"""Test-time perturbation scenarios of EqPdeNet (Lagrave & Riou 2021, "Numerical Experiments").
 
 * ``"test"``: the test images, unchanged.
 * ``"iso"``: a random isometry per image: rotation by :math:`\theta\sim\mathcal U(-30, 30)` degrees about the

@@ -27,6 +27,7 @@ from .registry import (
     pretrained_path,
     read_checkpoint,
     register_model,
+    resolve_checkpoint,
     save_checkpoint,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "load",
     "list_pretrained",
     "pretrained_path",
+    "resolve_checkpoint",
     "get_model_info",
     "count_parameters",
     "save_checkpoint",

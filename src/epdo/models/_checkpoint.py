@@ -46,6 +46,7 @@ __all__ = [
     "load",
     "list_pretrained",
     "pretrained_path",
+    "resolve_checkpoint",
     "clean_state_dict",
 ]
 
@@ -231,9 +232,11 @@ def _check_shipped(path: Path) -> None:
         )
 
 
-def _resolve(spec: str | os.PathLike, pretrained: bool) -> Path:
-    """The file that ``spec`` names: a model name (``pretrained=True``), an existing path, or
-    ``checkpoints/<model>.pt`` / ``<model>.pt`` of a shipped checkpoint that is not a file here."""
+def resolve_checkpoint(spec: str | os.PathLike, pretrained: bool = False) -> Path:
+    """The file that ``spec`` names: with ``pretrained=True`` a model name of :func:`list_pretrained`; else an
+    existing path, or ``checkpoints/<model>.pt`` / ``<model>.pt`` of a shipped checkpoint that is not a file
+    here (the package's copy). ``FileNotFoundError`` otherwise (for a model name: says to pass
+    ``pretrained=True``). What :func:`read_checkpoint` and :func:`load` open; for messages and output paths."""
     if pretrained:
         if not isinstance(spec, str):
             raise TypeError(f"pretrained=True takes a registered model name, got {type(spec).__name__} {spec!r}")
@@ -312,7 +315,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, pretr
     other than tensors and containers (nothing of it is run), is not an epdo checkpoint, fails its
     ``state_dict_sha256`` (or, when shipped, ``SHA256SUMS``) or holds NaN/inf weights.
     """
-    path = _resolve(path, pretrained)
+    path = resolve_checkpoint(path, pretrained)
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a directory, not a checkpoint file (e.g. {path / 'best.pt'})")
     if _is_shipped(path):
@@ -359,7 +362,7 @@ def load(
     model (with ``pretrained=True`` the name itself is expected).
     """
     ckpt = read_checkpoint(checkpoint_path, map_location=map_location, pretrained=pretrained)
-    where = _resolve(checkpoint_path, pretrained)
+    where = resolve_checkpoint(checkpoint_path, pretrained)
     if pretrained and expected_model is None:
         expected_model = str(checkpoint_path)
     try:

@@ -44,6 +44,7 @@ __all__ = [
     "atomic_write_bytes",
     "list_pretrained",
     "pretrained_path",
+    "resolve_checkpoint",
     "state_dict_sha256",
     "CHECKPOINT_FORMAT",
     "CheckpointWarning",
@@ -295,6 +296,7 @@ from ._checkpoint import (  # noqa: E402
     load_state,
     pretrained_path,
     read_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
     state_dict_sha256,
 )
