@@ -107,3 +107,18 @@ def test_small_preset_invariant_to_quarter_turns(small):
         for k in (1, 2, 3):
             yk = small(torch.rot90(x, k, (2, 3)))
             assert (yk - y).norm() <= 1e-4 * y.norm()
+
+
+def test_pretrained_weights_from_a_zipped_package(tmp_path, monkeypatch):
+    """Package data that is not a plain file (a zipped install) is extracted to a verified copy."""
+    import zipfile
+
+    archive = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in PACKAGE_DIR.iterdir():
+            zf.write(p, f"checkpoints/{p.name}")
+    monkeypatch.setattr(_checkpoint, "_pretrained_dir", lambda: zipfile.Path(archive, "checkpoints/"))
+    monkeypatch.setattr(_checkpoint.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = models.pretrained_path("neural-epdo-small")
+    assert path.read_bytes() == (PACKAGE_DIR / "neural-epdo-small.pt").read_bytes()
+    assert models.read_checkpoint("neural-epdo-small", pretrained=True)["epoch"] == 38

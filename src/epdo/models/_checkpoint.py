@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import warnings
 from collections import OrderedDict
 from importlib import resources
@@ -207,10 +208,17 @@ def pretrained_path(name: str) -> Path:
             f"{', '.join(list_pretrained()) or '(none)'}"
         )
     ref = _pretrained_dir().joinpath(f"{name}.pt")
-    if not isinstance(ref, Path):  # a zipped install: extract once to a real file
-        with resources.as_file(ref) as p:
-            return Path(p)
-    return ref
+    if isinstance(ref, Path):
+        return ref
+    # a zipped install (not how wheels install): a verified copy in the temp folder, keyed by its sha256
+    digest = _shipped_sums()[f"{name}.pt"]
+    dest = Path(tempfile.gettempdir()) / f"epdo-pretrained-{digest[:16]}" / f"{name}.pt"
+    if not dest.is_file() or hashlib.sha256(dest.read_bytes()).hexdigest() != digest:
+        data = ref.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CheckpointError(f"{ref}: sha256 does not match {digest} in {_SUMS}: the shipped checkpoint is corrupt; reinstall epdo")
+        atomic_write_bytes(dest, lambda f: f.write(data))
+    return dest
 
 
 def _is_shipped(path: Path) -> bool:
