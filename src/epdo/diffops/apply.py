@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .derivatives import multi_indices
-from .stencils import Discretization, as_discretization, check_order, stencils, stencils_1d
+from .stencils import _CACHES, Discretization, as_discretization, check_order, stencils, stencils_1d
 
 __all__ = ["PADDINGS", "STENCIL_PATHS", "apply_stencils", "correlate", "correlate_separable", "stencil_tensor"]
 
@@ -55,6 +55,9 @@ def _cpu_weights(order: int, disc: Discretization, separable: bool) -> torch.Ten
     arr = stencils_1d(order, disc) if separable else stencils(order, disc)
     with torch.inference_mode(False):
         return torch.tensor(np.array(arr), dtype=torch.float64)
+
+
+_CACHES.append(_cpu_weights.cache_clear)
 
 
 def _check_input(x: torch.Tensor) -> None:

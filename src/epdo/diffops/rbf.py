@@ -40,7 +40,7 @@ import numpy as np
 
 from .derivatives import multi_indices
 
-__all__ = ["grid_offsets", "phs_derivative", "rbf_fd_weights", "rbf_fd_stencils"]
+__all__ = ["grid_offsets", "phs_derivative", "rbf_fd_stencils", "rbf_fd_weights", "symmetrize_stencils"]
 
 
 def _falling(x: float, n: int) -> float:
@@ -126,13 +126,43 @@ def grid_offsets(kernel_size: int) -> np.ndarray:
     return np.stack([v - r, r - u], axis=-1).astype(np.float64)
 
 
+_D4 = tuple(np.array(m, dtype=np.float64) for m in (
+    [[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
+    [[1, 0], [0, -1]], [[-1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1], [-1, 0]],
+))
+
+
+def symmetrize_stencils(st: np.ndarray, order: int) -> np.ndarray:
+    r"""Average ``(|Gamma_N|, k, k)`` stencils over the square's symmetries A in D4:
+    :math:`ar s(d) = rac18\sum_A D(A)\,s(Ad)` (``D = derivative_rep``).
+
+    Stencils that discretise :math:`\partial^lpha` by a rule that commutes with D4 (as RBF-FD on the grid
+    does in exact arithmetic) satisfy :math:`s(d) = D(A)\,s(Ad)`; the average keeps them and removes the
+    solver's rounding (~1e-11 at k = 7) from that identity.
+    """
+    from .derivatives import derivative_rep
+
+    k = st.shape[-1]
+    r = k // 2
+    offs = grid_offsets(k).reshape(-1, 2)
+    flat = st.reshape(st.shape[0], -1)
+    out = np.zeros_like(flat)
+    for a in _D4:
+        moved = np.rint(offs @ a.T).astype(int)  # A d for every tap d
+        idx = (r - moved[:, 1]) * k + (moved[:, 0] + r)  # tap index of A d
+        out += derivative_rep(a, order) @ flat[:, idx]
+    return (out / len(_D4)).reshape(st.shape)
+
+
 def rbf_fd_stencils(order: int, kernel_size: int, exponent: int = 7, poly_degree: int | None = None) -> np.ndarray:
     """RBF-FD stencils of all alpha in Gamma_N on the k x k grid, ``(|Gamma_N|, k, k)`` float64.
 
     Cross-correlation kernels in the (x right, y up) frame: ``stencil[alpha][u, v]`` weighs offset ``(v - r, r - u)``.
+    Symmetrised over the grid's D4 (:func:`symmetrize_stencils`), so they transform exactly by ``derivative_rep``.
     """
     deg = kernel_size - 1 if poly_degree is None else poly_degree
     k = kernel_size
     w = rbf_fd_weights(grid_offsets(k).reshape(-1, 2), multi_indices(order), exponent, deg)
+    w = symmetrize_stencils(w.reshape(-1, k, k), order)
     w[np.abs(w) < 1e-13 * max(1.0, np.abs(w).max())] = 0.0
-    return w.reshape(-1, k, k)
+    return w

@@ -123,6 +123,13 @@ class DiscretizationBuilder:
 
 
 _REGISTRY: dict[str, DiscretizationBuilder] = {}
+_CACHES: list = []  # cache_clear functions of caches keyed on Discretization values (cleared on (re)registration)
+
+
+def clear_stencil_caches() -> None:
+    """Empty every cache of stencils (called by :func:`register_discretization`)."""
+    for clear in _CACHES:
+        clear()
 
 
 def register_discretization(name: str, builder: DiscretizationBuilder, *, overwrite: bool = False) -> None:
@@ -139,8 +146,7 @@ def register_discretization(name: str, builder: DiscretizationBuilder, *, overwr
         raise ValueError(f"discretization {name!r} is already registered; pass overwrite=True to replace it")
     builder.name = name
     _REGISTRY[name] = builder
-    _stencils_1d_cached.cache_clear()
-    _stencils_cached.cache_clear()
+    clear_stencil_caches()
 
 
 def get_discretization_builder(name: str) -> DiscretizationBuilder:
@@ -366,6 +372,9 @@ def _stencils_cached(order: int, disc: Discretization) -> np.ndarray:
         raise ValueError(f"{disc!r}: stencils have shape {out.shape}, expected {expect}")
     out.setflags(write=False)
     return out
+
+
+_CACHES += [_stencils_1d_cached.cache_clear, _stencils_cached.cache_clear]
 
 
 def _fd_radius(n: int) -> int:
