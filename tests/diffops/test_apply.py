@@ -16,6 +16,7 @@ from epdo.diffops import (
 
 _NP_MODE = {"zeros": "constant", "replicate": "edge", "reflect": "reflect", "circular": "wrap"}
 DISCS = [Discretization("fd", 5), Discretization("fd", 3), Discretization("gauss", 5), Discretization("gauss", 7, 1.3),
+         Discretization("gauss", 11),
          Discretization("rbf", 5), Discretization("rbf", 3)]
 
 
