@@ -83,7 +83,8 @@ _R90 = np.array([[0.0, -1.0], [1.0, 0.0]])
 _FLIP = np.array([[1.0, 0.0], [0.0, -1.0]])
 
 
-@pytest.mark.parametrize("disc", [Discretization("fd", 5), Discretization("gauss", 5, 1.0), Discretization("gauss", 7, 1.3),
+@pytest.mark.parametrize("disc", [Discretization("fd", 5), Discretization("gauss", 5, 1.0),
+                                  Discretization("gauss", 7, 1.3),
                                   Discretization("rbf", 5), Discretization("rbf", 7),
                                   Discretization("rbf", 5, params={"exponent": 5, "poly_degree": 4})])
 @pytest.mark.parametrize("name,mat", [("rot90", _R90), ("flip", _FLIP), ("rot180", _R90 @ _R90),

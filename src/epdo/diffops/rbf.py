@@ -110,7 +110,8 @@ def rbf_fd_weights(
         sol = np.linalg.solve(system, rhs)
     except np.linalg.LinAlgError:
         sol = None
-    if sol is None or not np.all(np.isfinite(sol)) or np.abs(system @ sol - rhs).max() > 1e-8 * max(1.0, np.abs(sol).max()):
+    bad = sol is None or not np.all(np.isfinite(sol))
+    if bad or np.abs(system @ sol - rhs).max() > 1e-8 * max(1.0, np.abs(sol).max()):
         raise ValueError(
             f"RBF-FD system is singular for {n} nodes, exponent={exponent}, poly_degree={poly_degree}: the nodes must "
             f"determine polynomials of degree {poly_degree} (on a k x k grid: poly_degree <= k - 1)"

@@ -163,7 +163,9 @@ def default_discretization(order: int) -> Discretization:
     return Discretization("fd", get_discretization_builder("fd").min_kernel_size(check_order(order)))
 
 
-def stencil_tensor(order: int, disc: Discretization | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def stencil_tensor(
+    order: int, disc: Discretization | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The stencils of :func:`epdo.diffops.stencils` as a conv2d weight ``(|Gamma_N|, 1, k, k)``."""
     disc = default_discretization(order) if disc is None else as_discretization(disc)
     return diffops.stencil_tensor(order, disc, dtype=dtype).unsqueeze(1)
