@@ -117,10 +117,11 @@ def test_bad_discretization(kwargs, match):
 
 
 def test_gauss_without_sigma_uses_the_documented_default():
-    """Gaussian derivatives no longer need sigma: sigma = 0.8 (k - 1) / 4 (0.8 px at k = 5, docs/results.md)."""
+    """Gaussian derivatives no longer need sigma: sigma = 0.8 + 0.1 (k - 5) (0.8 px at k = 5, docs/results.md)."""
     assert Discretization("gauss", 5).sigma == 0.8
     assert Discretization("gauss", 5) == Discretization("gauss", 5, 0.8)
-    assert Discretization("gauss", 9).sigma == pytest.approx(1.6)
+    assert Discretization("gauss", 9).sigma == 1.2 and Discretization("gauss", 3).sigma == 0.6
+    assert Discretization("gauss", 1).sigma == 0.4
     np.testing.assert_array_equal(stencils(2, Discretization("gauss", 5)), stencils(2, Discretization("gauss", 5, 0.8)))
 
 
