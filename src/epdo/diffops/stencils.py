@@ -77,6 +77,7 @@ class DiscretizationBuilder:
     two values describing the same stencils compare equal.
     """
 
+    name: str = "?"  # set by register_discretization
     separable: bool = False
     uses_sigma: bool = False
     defaults: Mapping[str, Any] = {}
@@ -108,15 +109,16 @@ class DiscretizationBuilder:
     def normalize(self, kernel_size: int, sigma: Any, params: Mapping[str, Any]) -> tuple[float | None, dict]:
         """Validate ``sigma`` and ``params`` and return them with defaults filled in."""
         if sigma is not None and not self.uses_sigma:
-            raise ValueError(f"sigma only applies to discretization 'gauss', got sigma={sigma!r} with {self.name!r}")
+            raise ValueError(
+                f"sigma only applies to discretizations with a Gaussian width (e.g. 'gauss'), got sigma={sigma!r} "
+                f"with {self.name!r}"
+            )
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise ValueError(
                 f"discretization {self.name!r} takes the parameters {sorted(self.defaults)}, got unknown {unknown}"
             )
         return sigma, {**self.defaults, **params}
-
-    name: str = "?"
 
     def describe(self) -> str:
         return f"discretization {self.name!r}"
@@ -142,6 +144,14 @@ def register_discretization(name: str, builder: DiscretizationBuilder, *, overwr
         raise ValueError(f"a discretization name must be a non-empty string, got {name!r}")
     if not isinstance(builder, DiscretizationBuilder):
         raise TypeError(f"builder must be a DiscretizationBuilder instance, got {type(builder).__name__}")
+    cls, base = type(builder), DiscretizationBuilder
+    missing = [m for m in ("min_kernel_size",) if getattr(cls, m) is getattr(base, m)]
+    if builder.separable and cls.stencils_1d is base.stencils_1d:
+        missing.append("stencils_1d")
+    if not builder.separable and cls.stencils_2d is base.stencils_2d:
+        missing.append("stencils_2d")
+    if missing:
+        raise TypeError(f"{cls.__name__} must override {missing} to be registered as discretization {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"discretization {name!r} is already registered; pass overwrite=True to replace it")
     builder.name = name

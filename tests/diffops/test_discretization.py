@@ -116,6 +116,8 @@ def test_register_rejects_duplicates_and_non_builders(registry):
         register_discretization("fd", _WideFD())
     with pytest.raises(TypeError, match="DiscretizationBuilder"):
         register_discretization("mine", lambda order, k: None)
+    with pytest.raises(TypeError, match=r"must override \['min_kernel_size', 'stencils_2d'\]"):
+        register_discretization("mine", DiscretizationBuilder())
     fd5 = Discretization("fd", 5)
     before = apply_stencils(torch.ones(1, 1, 7, 7, dtype=torch.float64), 4, fd5)
     register_discretization("fd", _WideFD(), overwrite=True)
