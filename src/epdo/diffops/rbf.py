@@ -17,11 +17,17 @@ every polynomial of degree :math:`\le d`; the spline part spends the remaining f
 Choices (documented defaults of ``Discretization("rbf", k)``): ``exponent`` m = 7 and ``poly_degree`` d = k - 1,
 the highest degree that a k x k grid determines (P has full column rank iff d <= k - 1). m must exceed the
 derivative order: the derivatives of :math:`r^m` of order :math:`< m` vanish continuously at r = 0, so the
-centre node's right-hand side is 0; higher ones are singular there. Measured on 5 x 5 stencils of order 4
-(smooth random input, 22.5 degrees, relative error of :math:`S(f\circ R) - D(R)S(f)` per order): m = 7 was
-at least as equivariant as m = 5 at every order and than m = 9 at orders 1-2, and d = k - 1 at least as good as
-d = N. Polyharmonic splines are scale-free, :math:`\phi(sr) = s^m\phi(r)`, so the system is solved on nodes
-scaled into [-1, 1] and the weights rescaled by :math:`s^{-|\alpha|}` (better conditioned, same weights).
+centre node's right-hand side is 0; higher ones are singular there. Measured (2026-12-02) with
+``benchmarks/pdoconv.py``'s 22.5-degree equivariance error of PDOConv (C16, 8 -> 8 regular fields, order 4,
+5 x 5, median of 3 initialisations): m = 5 / 7 / 9 gave 0.091 / 0.090 / 0.089 (FD 0.093, Gaussian sigma 0.8
+0.063); at 7 x 7 and 9 x 9 RBF-FD gave 0.080 and 0.077 (FD 0.093 at every size), and at 7 x 7 d = N = 4
+gave 0.078, about the same as d = k - 1 = 6. d = k - 1 is kept because it does not depend on N (the stencils
+of order <= n are the same for every N >= n) and is exact on the most polynomials. On single 5 x 5 stencils
+(smooth random input, error of :math:`S(f\circ R) - D(R)S(f)` per order) m = 7 was at least as equivariant
+as m = 5 at every order.
+
+Polyharmonic splines are scale-free, :math:`\phi(sr) = s^m\phi(r)`, so the system is solved on nodes scaled
+into [-1, 1] and the weights rescaled by :math:`s^{-|\alpha|}` (better conditioned, same weights).
 
 >>> import numpy as np
 >>> from epdo.diffops import Discretization, stencils
