@@ -1,13 +1,17 @@
-"""PDOConv side by side with e2cnn R2Diffop (FD, Gauss), R2Conv and a plain Conv2d (issue: core benchmark).
+"""PDOConv side by side with e2cnn R2Diffop (FD, Gauss, RBF-FD), R2Conv and a plain Conv2d (core benchmark).
 
 C16, 8 -> 8 regular fields (128 channels), batch 64, 28x28, order 4, kernel 5, CPU. Each layer runs in its own
 subprocess so peak memory (max RSS growth over the process after building the layer) is its own.
 
     python benchmarks/pdoconv.py [--reps 10] [--rounds 3] [--threads 2] [--sigmas 1.25,1.0,0.8,0.6]
+                                 [--layers rbf,fd]      # only the layers whose name contains one of these
 
 Equivariance errors: relative error ||f(g.x) - g.f(x)|| / ||f(x)|| inside a centred disc, on a smooth input
 (Gaussian-blurred noise, sigma 2 px, in a soft disc), rotations by bicubic interpolation, median over three
-random initialisations. e2cnn's Gaussian discretisation needs the RBF package (not on PyPI): skipped.
+random initialisations. e2cnn's Gaussian and RBF-FD discretisations need the ``rbf`` package (PyPI source
+distribution ``treverhines-rbf``); e2cnn 0.2.3 calls ``rbf.basis.set_symbolic_to_numeric_method``, which that
+release lacks, so :func:`import_e2cnn` puts a no-op in its place before importing e2cnn. Without ``rbf``
+those rows are skipped.
 """
 
 from __future__ import annotations
@@ -45,6 +49,22 @@ def smooth_input(channels: int, size: int, seed: int = 0) -> torch.Tensor:
     return (x / x.std() * window).float()
 
 
+def import_e2cnn() -> tuple[bool, bool]:
+    """(e2cnn importable, e2cnn's RBF package usable), with the one-line stand-in described in the module doc."""
+    try:
+        import rbf.basis
+
+        if not hasattr(rbf.basis, "set_symbolic_to_numeric_method"):
+            rbf.basis.set_symbolic_to_numeric_method = lambda method: None  # absent in treverhines-rbf 2025.x
+    except ImportError:
+        pass
+    try:
+        import e2cnn.diffops.utils as e2u
+    except ImportError:
+        return False, False
+    return True, bool(getattr(e2u, "_RBF_AVAILABLE", False))
+
+
 def build(name: str, sigma: float | None):
     """Return (module, forward_fn(x), transform(x, k, angle) acting on the layer's fields)."""
     from epdo import fields, groups
@@ -58,11 +78,13 @@ def build(name: str, sigma: float | None):
     if name.startswith("epdo"):
         from epdo.nn import PDOConv
 
-        m = PDOConv(t, t, order=ORDER, kernel_size=KERNEL, discretization="gauss" if sigma else "fd", sigma=sigma)
+        disc = name.rsplit("-", 1)[-1]  # epdo-PDOConv-{fd,gauss,rbf}
+        m = PDOConv(t, t, order=ORDER, kernel_size=KERNEL, discretization=disc, sigma=sigma)
         return m, m, ours_transform
     if name == "conv2d":
         m = torch.nn.Conv2d(t.size, t.size, KERNEL, padding=KERNEL // 2)
         return m, m, None
+    import_e2cnn()
     from e2cnn import gspaces
     from e2cnn import nn as enn
 
@@ -72,7 +94,7 @@ def build(name: str, sigma: float | None):
         m = enn.R2Conv(et, et, KERNEL, padding=KERNEL // 2)
     else:
         m = enn.R2Diffop(et, et, kernel_size=KERNEL, maximum_order=ORDER, padding=KERNEL // 2,
-                         smoothing=sigma if sigma else None)
+                         smoothing=sigma if sigma else None, rbffd=name.endswith("-rbf"))
 
     def fwd(x):
         return m(enn.GeometricTensor(x, et)).tensor
@@ -120,6 +142,7 @@ def run_one(name: str, sigma: float | None, reps: int, threads: int, errors: boo
 def main() -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--sigmas", default="1.25,1.0,0.8,0.6", help="Gaussian sigmas for both libraries")
+    ap.add_argument("--layers", default="", help="comma-separated name parts: run only the matching layers")
     ap.add_argument("--no-errors", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=2, metavar=("NAME", "SIGMA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -129,17 +152,21 @@ def main() -> None:
                                  errors=not args.no_errors)))
         return
     sigmas = [float(s) for s in args.sigmas.split(",") if s]
-    try:
-        import e2cnn  # noqa: F401
-        have_e2cnn = True
-    except ImportError:
-        have_e2cnn = False
+    have_e2cnn, have_rbf = import_e2cnn()
+    if not have_e2cnn:
         print("e2cnn not installed (pip install e2cnn): skipping the e2cnn peers")
-    configs = [("epdo-PDOConv-fd", None)] + [("epdo-PDOConv-gauss", s) for s in sigmas]
+    elif not have_rbf:
+        print("rbf not installed (pip install treverhines-rbf): skipping e2cnn's Gaussian and RBF-FD R2Diffop")
+    configs = [("epdo-PDOConv-fd", None)] + [("epdo-PDOConv-gauss", s) for s in sigmas] + [("epdo-PDOConv-rbf", None)]
     if have_e2cnn:
-        configs += [("e2cnn-R2Diffop-fd", None)] + [("e2cnn-R2Diffop-gauss", s) for s in sigmas]
+        configs += [("e2cnn-R2Diffop-fd", None)]
+        if have_rbf:
+            configs += [("e2cnn-R2Diffop-gauss", s) for s in sigmas] + [("e2cnn-R2Diffop-rbf", None)]
         configs += [("e2cnn-R2Conv", None)]
     configs += [("conv2d", None)]
+    if args.layers:
+        keep = [p for p in args.layers.split(",") if p]
+        configs = [c for c in configs if any(p in c[0] for p in keep)]
     # The errors do not depend on the round: computed in the first round only.
     jobs = {name + ("" if sig is None else f"(sigma={sig})"):
             ["--one", name, "none" if sig is None else str(sig), "--reps", str(args.reps), "--threads", str(args.threads)]

@@ -83,8 +83,12 @@ _R90 = np.array([[0.0, -1.0], [1.0, 0.0]])
 _FLIP = np.array([[1.0, 0.0], [0.0, -1.0]])
 
 
-@pytest.mark.parametrize("disc", [Discretization("fd", 5), Discretization("gauss", 5, 1.0), Discretization("gauss", 7, 1.3)])
-@pytest.mark.parametrize("name,mat", [("rot90", _R90), ("flip", _FLIP), ("rot180", _R90 @ _R90)])
+@pytest.mark.parametrize("disc", [Discretization("fd", 5), Discretization("gauss", 5, 1.0),
+                                  Discretization("gauss", 7, 1.3),
+                                  Discretization("rbf", 5), Discretization("rbf", 7),
+                                  Discretization("rbf", 5, params={"exponent": 5, "poly_degree": 4})])
+@pytest.mark.parametrize("name,mat", [("rot90", _R90), ("flip", _FLIP), ("rot180", _R90 @ _R90),
+                                      ("flip_x", -_FLIP), ("swap_xy", np.array([[0.0, 1.0], [1.0, 0.0]]))])
 def test_stencils_transform_exactly_under_grid_symmetries(disc, name, mat):
     """Stencil of d^alpha applied to f o A equals sum_beta D(A)_{alpha beta} (stencil_beta * f) o A exactly."""
     order = 4
@@ -92,7 +96,9 @@ def test_stencils_transform_exactly_under_grid_symmetries(disc, name, mat):
     rng = np.random.default_rng(0)
     f = rng.normal(size=(17, 17))
     # (f o A) on the grid: for A = rot90 (x,y)->(-y,x), f(A p) is f rotated clockwise: np.rot90(f, -1)
-    transform = {"rot90": lambda z: np.rot90(z, -1), "flip": lambda z: z[::-1], "rot180": lambda z: np.rot90(z, 2)}[name]
+    # flip_x (x, y) -> (-x, y) mirrors the columns; swap_xy (x, y) -> (y, x) is the anti-transpose
+    transform = {"rot90": lambda z: np.rot90(z, -1), "flip": lambda z: z[::-1], "rot180": lambda z: np.rot90(z, 2),
+                 "flip_x": lambda z: z[:, ::-1], "swap_xy": lambda z: z[::-1, ::-1].T}[name]
     fa = np.ascontiguousarray(transform(f))
     d = derivative_rep(mat, order)
     lhs = np.stack([_apply(s, fa) for s in st])
@@ -101,14 +107,22 @@ def test_stencils_transform_exactly_under_grid_symmetries(disc, name, mat):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(method="rbf"), "unknown discretization"),
+    (dict(method="nope"), r"unknown discretization 'nope'; expected one of \('fd', 'gauss', 'rbf'"),
     (dict(method="fd", kernel_size=4), "odd"),
-    (dict(method="gauss", kernel_size=5), "sigma"),
     (dict(method="fd", kernel_size=5, sigma=1.0), "sigma only"),
 ])
 def test_bad_discretization(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Discretization(**kwargs)
+
+
+def test_gauss_without_sigma_uses_the_documented_default():
+    """Gaussian derivatives no longer need sigma: sigma = 0.8 + 0.1 (k - 5) (0.8 px at k = 5, docs/results.md)."""
+    assert Discretization("gauss", 5).sigma == 0.8
+    assert Discretization("gauss", 5) == Discretization("gauss", 5, 0.8)
+    assert Discretization("gauss", 9).sigma == 1.2 and Discretization("gauss", 3).sigma == 0.6
+    assert Discretization("gauss", 1).sigma == 0.4
+    np.testing.assert_array_equal(stencils(2, Discretization("gauss", 5)), stencils(2, Discretization("gauss", 5, 0.8)))
 
 
 def test_kernel_too_small_for_order():

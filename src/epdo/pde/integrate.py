@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from epdo.diffops import Discretization
+from epdo.diffops import Discretization, as_discretization
 
 from ._inputs import blame_input, check_field
 from .functions import FUNCTIONS, make_function
@@ -75,8 +75,8 @@ class EulerStep(nn.Module):
         dt: time step :math:`\Delta t > 0`.
         function: ``F_theta``: ``"linear"`` (paper), ``"poly"`` or ``"mlp"`` (see :mod:`epdo.pde.functions`).
         function_kwargs: extra arguments of ``F_theta`` (``degree``, ``hidden``, ``init_std``).
-        disc: stencil :class:`~epdo.diffops.Discretization`; default: the smallest finite differences for the
-            set's order (3x3 for order 2).
+        disc: stencil :class:`~epdo.diffops.Discretization` or a registered name; default: the smallest finite
+            differences for the set's order (3x3 for order 2).
         order: derivative order of the stencils; default (and minimum) the invariant set's order.
         padding: boundary handling before the stencil convolution, one of ``PADDINGS`` (default replicate).
 
@@ -95,7 +95,7 @@ class EulerStep(nn.Module):
         dt: float = 0.1,
         function: str = "linear",
         function_kwargs: dict | None = None,
-        disc: Discretization | None = None,
+        disc: Discretization | str | None = None,
         order: int | None = None,
         padding: str = "replicate",
     ) -> None:
@@ -114,7 +114,7 @@ class EulerStep(nn.Module):
             raise ValueError(
                 f"invariant set {self.invariant_set.name!r} needs stencils of order >= {need}, got order={order!r}"
             )
-        disc = default_discretization(order) if disc is None else disc
+        disc = default_discretization(order) if disc is None else as_discretization(disc)
         try:
             disc.check_order(order)
         except ValueError as err:

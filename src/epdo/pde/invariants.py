@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from epdo.diffops import Discretization, multi_indices, stencils
+from epdo import diffops
+from epdo.diffops import Discretization, as_discretization, check_order, get_discretization_builder, multi_indices
 
 __all__ = [
     "DEFAULT_EPS",
@@ -160,50 +160,32 @@ class Derivatives(Mapping):
 
 def default_discretization(order: int) -> Discretization:
     """The smallest central finite-difference stencils holding derivatives up to ``order`` (3x3 for order 2)."""
-    k = 2 * ((order + 1) // 2 if order % 2 else order // 2) + 1
-    return Discretization("fd", max(k, 1))
+    return Discretization("fd", get_discretization_builder("fd").min_kernel_size(check_order(order)))
 
 
-def stencil_tensor(order: int, disc: Discretization | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def stencil_tensor(
+    order: int, disc: Discretization | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The stencils of :func:`epdo.diffops.stencils` as a conv2d weight ``(|Gamma_N|, 1, k, k)``."""
-    disc = default_discretization(order) if disc is None else disc
-    return torch.tensor(stencils(order, disc).copy(), dtype=dtype).unsqueeze(1)
-
-
-def _check_padding(padding: str) -> None:
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    disc = default_discretization(order) if disc is None else as_discretization(disc)
+    return diffops.stencil_tensor(order, disc, dtype=dtype).unsqueeze(1)
 
 
 def apply_stencils(u: torch.Tensor, weight: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
     """``(..., H, W)`` field and ``(|Gamma|, 1, k, k)`` stencils -> derivatives ``(..., |Gamma|, H, W)``.
 
-    Runs as one depthwise (grouped) ``conv2d`` over the channel dimension ``-3``: on CPU this is several
-    times faster than a single-channel convolution of the flattened batch (oneDNN).
+    :func:`epdo.diffops.correlate` (one depthwise ``conv2d`` over the channel dimension ``-3``) with this
+    module's default padding, replicate.
     """
-    _check_padding(padding)
-    if u.dim() < 2:
-        raise ValueError(f"expected a field (..., H, W), got shape {tuple(u.shape)}")
-    lead, (h, w) = u.shape[:-2], u.shape[-2:]
-    c = u.shape[-3] if u.dim() >= 3 else 1
-    x = u.reshape(-1, c, h, w)
-    r = weight.shape[-1] // 2
-    if r:
-        if padding == "zeros":
-            x = F.pad(x, (r, r, r, r))
-        else:
-            x = F.pad(x, (r, r, r, r), mode=padding)
-    wt = weight.to(dtype=x.dtype, device=x.device)
-    out = F.conv2d(x, wt.repeat(c, 1, 1, 1) if c > 1 else wt, groups=c)
-    return out.reshape(*lead, weight.shape[0], h, w)
+    return diffops.correlate(u, weight, padding=padding)
 
 
 def derivatives(
-    u: torch.Tensor, order: int, disc: Discretization | None = None, padding: str = "replicate"
+    u: torch.Tensor, order: int, disc: Discretization | str | None = None, padding: str = "replicate"
 ) -> Derivatives:
     """Derivatives of ``u`` (``(..., H, W)``) up to ``order`` by stencil convolution (see module doc)."""
-    disc = default_discretization(order) if disc is None else disc
-    return Derivatives(apply_stencils(u, stencil_tensor(order, disc, u.dtype), padding), order)
+    disc = default_discretization(order) if disc is None else as_discretization(disc)
+    return Derivatives(diffops.apply_stencils(u, order, disc, padding=padding), order)
 
 
 InvariantFn = Callable[[Derivatives], "Sequence[torch.Tensor] | torch.Tensor"]
