@@ -172,7 +172,8 @@ class RotatedPDOExpansion(nn.Module):
         from ..fields import FieldType
 
         if not isinstance(in_type, FieldType):
-            raise TypeError(f"RotatedPDOExpansion: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
+            raise TypeError(f"RotatedPDOExpansion: in_type must be an epdo.fields.FieldType, "
+                            f"got {type(in_type).__name__}")
         for name, v, lo in (("n_out", n_out, 1), ("order", order, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"RotatedPDOExpansion: {name} must be an integer >= {lo}, got {v!r}")

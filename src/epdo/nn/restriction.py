@@ -39,7 +39,8 @@ class RestrictToRotations(EquivariantModule):
 
     def __init__(self, in_type: FieldType):
         if not isinstance(in_type, FieldType):
-            raise TypeError(f"RestrictToRotations: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
+            raise TypeError(f"RestrictToRotations: in_type must be an epdo.fields.FieldType, "
+                            f"got {type(in_type).__name__}")
         G = in_type.group
         if not (G.is_finite and G.reflections):
             raise ValueError(f"RestrictToRotations: expected fields of a dihedral group, got {in_type}")
