@@ -188,3 +188,18 @@ def test_cache_follows_dtype_change():
         y64 = layer.double()(x.double())
     assert y64.dtype == torch.float64
     torch.testing.assert_close(y64.float(), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("check", ["cpu", "one_sync"])
+def test_value_check_detects_any_change_and_nan(check):
+    from epdo.nn import base
+
+    fn = base._same_values if check == "cpu" else base._same_values_one_sync
+    params = [torch.randn(3, 4), torch.randn(5)]
+    snap = tuple(p.clone() for p in params)
+    assert fn(params, snap)
+    params[1][2] += 1e-7
+    assert not fn(params, snap)
+    params[1].copy_(snap[1])
+    params[0][1, 1] = float("nan")
+    assert not fn(params, snap)  # NaN is never equal to its copy: rebuilt, never stale

@@ -54,6 +54,20 @@ def _fingerprint(params: list[torch.Tensor]) -> tuple:
     return tuple((p.data_ptr(), p._version, p.dtype, p.device, tuple(p.shape)) for p in params)
 
 
+def _same_values(params: list[torch.Tensor], snapshot: tuple[torch.Tensor, ...]) -> bool:
+    """Elementwise equality of every parameter with its stored copy (NaN never equal: the cache is rebuilt).
+
+    On CPU ``torch.equal`` per tensor; on accelerators one reduction and one host synchronisation per layer
+    (``torch.equal`` would synchronise once per tensor)."""
+    if not params or params[0].device.type == "cpu":
+        return all(torch.equal(p, s) for p, s in zip(params, snapshot))
+    return _same_values_one_sync(params, snapshot)
+
+
+def _same_values_one_sync(params, snapshot) -> bool:
+    return bool(torch.stack([torch.eq(p, s).all() for p, s in zip(params, snapshot)]).all())
+
+
 class ExpandedWeightsModule(EquivariantModule):
     """An equivariant module whose effective weights are *expanded* from its parameters (a steerable basis
     times learnable coefficients) by :meth:`_expand`.
@@ -89,7 +103,7 @@ class ExpandedWeightsModule(EquivariantModule):
         c = self._eval_cache
         if c is None or c[0] != _fingerprint(params):
             return False
-        return all(torch.equal(p, s) for p, s in zip(params, c[1]))
+        return _same_values(params, c[1])
 
     def expanded_weights(self):
         """:meth:`_expand`'s result (cached where no gradient to the parameters is needed, see the class doc)."""
