@@ -195,10 +195,11 @@ def test_value_check_detects_any_change_and_nan(check):
     from epdo.nn import base
 
     fn = base._same_values if check == "cpu" else base._same_values_one_sync
+    torch.manual_seed(0)
     params = [torch.randn(3, 4), torch.randn(5)]
     snap = tuple(p.clone() for p in params)
     assert fn(params, snap)
-    params[1][2] += 1e-7
+    params[1][2] = torch.nextafter(params[1][2], torch.tensor(float("inf")))  # the smallest possible change
     assert not fn(params, snap)
     params[1].copy_(snap[1])
     params[0][1, 1] = float("nan")
