@@ -151,16 +151,18 @@ def test_non_separable_discretisation_runs_the_dense_path(monkeypatch):
         pdo_base.discretization_stencils_1d(2, layer.disc)
 
 
-def test_rbf_discretisation_when_registered():
-    """RBF-FD (non-separable; registered by epdo.diffops once it exists): NeuralEPDO diag is exactly
-    equivariant on the grid in float64 through the dense path."""
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_rbf_discretisation_when_registered(name):
+    """RBF-FD (non-separable; registered by epdo.diffops once it exists): PDOConv and NeuralEPDO diag (through
+    the dense path) are exactly equivariant on the grid in float64."""
     try:
-        layer = NeuralEPDO(T, order=2, kernel_size=5, discretization="rbf", dtype=torch.float64)
+        layer = LAYERS[name](order=2, kernel_size=5, discretization="rbf", dtype=torch.float64)
     except ValueError as e:
         if "unknown discretization" in str(e):
             pytest.skip("discretization 'rbf' not registered in this build")
         raise
-    assert layer.uses_dense_path(torch.zeros(1, 8, 5, 5))
+    if name == "NeuralEPDO":
+        assert layer.uses_dense_path(torch.zeros(1, 8, 5, 5))
     x = torch.randn(1, 8, 9, 9, dtype=torch.float64)
     y = layer(x)
     for g in _grid_elements(C4):
