@@ -26,6 +26,9 @@ __all__ = ["ReLU", "ELU", "NormNonlinearity", "is_permutation_representation"]
 def is_permutation_representation(rep: Representation) -> bool:
     """True when every matrix rho(g) is a permutation matrix.
 
+    The one place where ``epdo.nn`` decides this (ReLU/ELU, pooling, FieldBatchNorm, NeuralEPDO diag,
+    RestrictToRotations all call it); it becomes ``rep.is_permutation()`` once Representation has that method.
+
     Finite groups: checked on all elements with the representation's exact matrices (the stored table of
     regular and quotient representations; an entry must be exactly 0 or 1 up to 1e-12). Continuous groups:
     only representations made of trivial irreps (rho(g) = I) qualify.
