@@ -95,6 +95,7 @@ from torch import nn
 from .. import nn as enn
 from ..fields import FieldType
 from ..groups import Group, Representation, cyclic, dihedral
+from ..nn.restriction import CenterCrop as _CenterCrop, RestrictToRotations  # moved to epdo.nn; re-exported
 from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
@@ -174,71 +175,6 @@ def hidden_type(G: Group, width: int, fields: str = "regular") -> FieldType:
     unit = quotient_unit(G)
     units = max(1, int(round(width / (sum(r.size for r in unit) / G.order))))
     return FieldType(G, unit * units)
-
-
-class RestrictToRotations(enn.EquivariantModule):
-    r"""Restrict permutation fields of D_N to C_N and reorder channels so that they become C_N regular/quotient fields.
-
-    A D_N regular field restricted to C_N is two C_N regular fields in a permuted basis (e2cnn's
-    ``RestrictionModule`` followed by ``DisentangleModule``); each orbit of the rotations on a field's basis
-    vectors becomes one C_N field. The output is a channel permutation of the input, exact in any precision.
-
-    Shape: ``(B, in_type.size, H, W) -> (B, in_type.size, H, W)``.
-
-    >>> from epdo import groups, fields
-    >>> D = groups.dihedral(4)
-    >>> m = RestrictToRotations(fields.FieldType(D, [D.regular]))
-    >>> m.out_type
-    FieldType(C4: 2xregular; size=8)
-    """
-
-    def __init__(self, in_type: FieldType):
-        G = in_type.group
-        if not (G.is_finite and G.reflections):
-            raise ValueError(f"RestrictToRotations: expected fields of a dihedral group, got {in_type}")
-        C = G.subgroup(G.N, False)
-        r = G.element(0, 1)
-        perm: list[int] = []
-        out_reps: list[Representation] = []
-        start = 0
-        for rep in in_type:
-            m = np.asarray(rep(r))
-            if not (np.isin(m, (0.0, 1.0)).all() and (m.sum(0) == 1).all()):
-                raise ValueError(f"RestrictToRotations: field {rep!r} is not a permutation representation")
-            image = m.argmax(0)  # rho(r) e_c = e_image[c]
-            seen = np.zeros(rep.size, bool)
-            for b in range(rep.size):
-                if seen[b]:
-                    continue
-                orbit = [b]
-                while image[orbit[-1]] != b:
-                    orbit.append(int(image[orbit[-1]]))
-                seen[orbit] = True
-                out_reps.append(C.regular if len(orbit) == C.N else C.quotient(C.subgroup(C.N // len(orbit))))
-                perm.extend(start + c for c in orbit)
-            start += rep.size
-        super().__init__(in_type, FieldType(C, out_reps))
-        self.register_buffer("_perm", torch.as_tensor(perm, dtype=torch.long), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return x.index_select(1, self._perm)
-
-
-class _CenterCrop(enn.EquivariantModule):
-    """Drop ``margin`` pixels on every side (a 'valid' layer after a 'same' one)."""
-
-    def __init__(self, in_type: FieldType, margin: int):
-        super().__init__(in_type, in_type)
-        self.margin = int(margin)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        m = self.margin
-        return x[..., m:-m, m:-m] if m else x
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}"
 
 
 def _neural_epdo_block(in_type: FieldType, out_type: FieldType, last_valid: bool, **kw: Any) -> list[enn.EquivariantModule]:

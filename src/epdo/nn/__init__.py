@@ -1,7 +1,8 @@
 """Equivariant layers on plain tensors (paper 000; Jenner & Weiler 2021; Shen et al. 2020)."""
 
 from .base import EquivariantModule, ExpandedWeightsModule
-from .expansion import FieldBias, HomExpansion
+from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
+from .pdo_base import PDOLayerBase
 from .pdoconv import PDOConv
 from .neural_epdo import NeuralEPDO
 from .batchnorm import FieldBatchNorm
@@ -9,8 +10,10 @@ from .dropout import FieldDropout
 from .nonlinearities import ELU, NormNonlinearity, ReLU
 from .pointwise import PointwiseLinear
 from .pooling import AvgPool2d, GroupPool, MaxPool2d
+from .restriction import CenterCrop, RestrictToRotations
 from .sequential import Sequential
 
-__all__ = ["AvgPool2d", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm", "FieldBias",
-           "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity", "PDOConv",
-           "PointwiseLinear", "ReLU", "Sequential"]
+__all__ = ["AvgPool2d", "CenterCrop", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm",
+           "FieldBias", "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity",
+           "PDOConv", "PDOLayerBase", "PointwiseLinear", "ReLU", "RestrictToRotations", "RotatedPDOExpansion",
+           "Sequential"]

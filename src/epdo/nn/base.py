@@ -11,10 +11,11 @@ __all__ = ["EquivariantModule", "ExpandedWeightsModule"]
 
 
 class EquivariantModule(nn.Module):
-    """A ``torch.nn.Module`` mapping ``in_type``-fields to ``out_type``-fields, on plain tensors (B, C, H, W).
+    """A ``torch.nn.Module`` mapping ``in_type``-fields to ``out_type``-fields, on plain tensors ``(B, C, ...)``.
 
     Subclasses call :meth:`check_input` first in ``forward``; it raises ValueError naming the expected field
-    type and the received shape, and TypeError for a floating dtype other than the parameters'.
+    type and the received shape, and TypeError for integer, boolean or complex input and for a floating dtype
+    other than the parameters' (outside autocast).
     """
 
     in_type: FieldType
@@ -31,24 +32,56 @@ class EquivariantModule(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         self.in_type.check(x, f"{type(self).__name__} input")
         if not x.is_floating_point():
-            raise TypeError(f"{type(self).__name__}: expected a floating-point tensor, got dtype {x.dtype}")
+            raise TypeError(f"{type(self).__name__}: expected a real floating-point tensor (e.g. torch.float32), "
+                            f"got dtype {x.dtype}")
         p = next(self.parameters(), None)
         if p is not None and p.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"{type(self).__name__}: input dtype {x.dtype} does not match parameter dtype {p.dtype}; "
                             f"convert one of them (e.g. module.to({x.dtype})) or use torch.autocast")
 
+    def export(self) -> nn.Module:
+        """A plain torch module (no ``epdo`` import needed) computing the same function in eval mode
+        (:func:`epdo.export.export_module`). Layers with a direct torch equivalent override this."""
+        from ..export import export_module
+
+        return export_module(self)
+
     def extra_repr(self) -> str:
         return f"in_type={self.in_type}, out_type={self.out_type}"
+
+
+def _fingerprint(params: list[torch.Tensor]) -> tuple:
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device, tuple(p.shape)) for p in params)
+
+
+def _same_values(params: list[torch.Tensor], snapshot: tuple[torch.Tensor, ...]) -> bool:
+    """Elementwise equality of every parameter with its stored copy (NaN never equal: the cache is rebuilt).
+
+    On CPU ``torch.equal`` per tensor; on accelerators one reduction and one host synchronisation per layer
+    (``torch.equal`` would synchronise once per tensor)."""
+    if not params or params[0].device.type == "cpu":
+        return all(torch.equal(p, s) for p, s in zip(params, snapshot))
+    return _same_values_one_sync(params, snapshot)
+
+
+def _same_values_one_sync(params, snapshot) -> bool:
+    return bool(torch.stack([torch.eq(p, s).all() for p, s in zip(params, snapshot)]).all())
 
 
 class ExpandedWeightsModule(EquivariantModule):
     """An equivariant module whose effective weights are *expanded* from its parameters (a steerable basis
     times learnable coefficients) by :meth:`_expand`.
 
-    :meth:`expanded_weights` rebuilds them on every call in training mode (so gradients flow) and, in eval
-    mode, caches them without building a graph, keyed by the parameters' versions and storage, so an
-    in-place optimiser step or ``load_state_dict`` invalidates the cache. The cache lives outside the
-    ``state_dict``: its keys are the same in train and eval mode.
+    :meth:`expanded_weights` rebuilds them on every call where a gradient to the parameters may be needed
+    (training mode, or grad enabled with a parameter that requires grad: eval mode keeps gradients, so
+    frozen-batch-norm fine-tuning and input attribution work). Otherwise (``torch.no_grad``,
+    ``torch.inference_mode``, or frozen parameters) it caches them, built without a graph.
+
+    The cache is valid while every parameter has the same storage, version counter, dtype, device and shape
+    **and** the same values as a stored copy (``torch.equal``): writes through ``p.data`` (``p.data.copy_``,
+    ``p.data.mul_``) bypass the version counter and are caught by the value check. The copy costs one
+    clone of the parameters (the expanded weights are larger). The cache lives outside the ``state_dict``
+    (the keys are the same in train and eval mode) and is not pickled.
     """
 
     def __init__(self, in_type: FieldType, out_type: FieldType):
@@ -58,24 +91,48 @@ class ExpandedWeightsModule(EquivariantModule):
     def _expand(self):
         raise NotImplementedError
 
-    def _versions(self) -> tuple:
-        return tuple((p._version, p.data_ptr()) for p in self.parameters())
+    def invalidate_cache(self) -> None:
+        """Drop the cached expanded weights (they are rebuilt on the next call that may use them)."""
+        self._eval_cache = None
+
+    def weights_need_grad(self) -> bool:
+        """True when the expanded weights must carry a graph: grad mode on and some parameter requires grad."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+
+    def _cache_valid(self, params: list[torch.Tensor]) -> bool:
+        c = self._eval_cache
+        if c is None or c[0] != _fingerprint(params):
+            return False
+        return _same_values(params, c[1])
 
     def expanded_weights(self):
-        """:meth:`_expand`'s result (cached in eval mode)."""
+        """:meth:`_expand`'s result (cached where no gradient to the parameters is needed, see the class doc)."""
         if self.training:
             self._eval_cache = None
             return self._expand()
-        key = self._versions()
-        if self._eval_cache is None or self._eval_cache[0] != key:
-            with torch.no_grad():
-                self._eval_cache = (key, self._expand())
-        return self._eval_cache[1]
+        if self.weights_need_grad():
+            return self._expand()
+        params = list(self.parameters())
+        if not self._cache_valid(params):
+            with torch.inference_mode(False), torch.no_grad():  # a cache built in inference mode stays usable
+                self._eval_cache = None
+                snapshot = tuple(p.detach().clone() for p in params)
+                self._eval_cache = (_fingerprint(params), snapshot, self._expand())
+        return self._eval_cache[2]
 
     def train(self, mode: bool = True):
         self._eval_cache = None
         return super().train(mode)
 
+    def _apply(self, fn, *args, **kwargs):
+        self._eval_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
     def _load_from_state_dict(self, *args, **kwargs):
         self._eval_cache = None
         return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_eval_cache"] = None
+        return state

@@ -48,7 +48,7 @@ class FieldDropout(EquivariantModule):
             return torch.zeros_like(x)
         keep = torch.rand(x.shape[0], len(self.in_type), device=x.device) >= self.p
         mask = keep.to(x.dtype).index_select(1, self._field_index) / (1.0 - self.p)
-        return x * mask[:, :, None, None]
+        return x * mask.view(mask.shape + (1,) * (x.dim() - 2))  # shared over any trailing spatial dims
 
     def extra_repr(self) -> str:
         return f"{self.in_type}, p={self.p}"

@@ -17,7 +17,7 @@ from torch import nn
 from ..groups import Representation
 from ..groups.intertwiners import hom_structure
 
-__all__ = ["HomExpansion", "FieldBias"]
+__all__ = ["HomExpansion", "FieldBias", "RotatedPDOExpansion"]
 
 
 def _channel_index(reps: Sequence[Representation], fields: Sequence[int]) -> np.ndarray:
@@ -129,3 +129,105 @@ class FieldBias(nn.Module):
 
     def forward(self) -> torch.Tensor | None:
         return None if self.bias is None else self._embed @ self.bias
+
+
+class RotatedPDOExpansion(nn.Module):
+    r"""PDO coefficients of one orientation, rotated to a set of group elements (PDO-eConvs, Shen et al. 2020).
+
+    The free parameters are the coefficients of the identity orientation,
+    :math:`X \in \mathbb{R}^{n_{out} \times |\Gamma_N| \times C_{in}}` (output row o, multi-index alpha,
+    input channel c). The operator of orientation g is the identity one rotated by g,
+    :math:`\Psi_g[f] = g\cdot\Psi_e[g^{-1}\cdot f]`, whose coefficients are
+
+    .. math:: W_g = \hat\rho(g^{-1})^\top\, X\, \rho_{in}(g^{-1})
+              \qquad(\text{i.e. } W_g = X\,(\hat\rho(g)\otimes\rho_{in}(g))^{-1} \text{ as a row}),
+
+    with :math:`\hat\rho` the derivative representation (Lemma 1 of paper 000; :math:`\hat\rho(g) = D(g^{-1})`,
+    :func:`epdo.diffops.derivative_rep`). Proof: by the chain rule :math:`D(f\circ A)(x) = D(A)(Df)(Ax)`, so
+    :math:`\sum_\alpha (W_g)_\alpha \partial^\alpha f(x) = \sum_\beta X_\beta\,\partial^\beta(f\circ g)(g^{-1}x)`.
+
+    Elements: ``elements`` (a fixed sequence, matrices precomputed as non-persistent buffers), or ``sampler``
+    (a callable returning a sequence of elements, called anew at every forward pass; e.g. Haar samples of
+    SO(2) for partial equivariance), or neither (all elements of a finite group, in ``G.elements`` order).
+    The elements of the last forward pass are kept in :attr:`last_elements`. The matrices of sampled
+    elements are computed in float64 and are not differentiable with respect to the sample.
+
+    For a finite group with all its elements, the filters stacked over g are the PDO coefficients into
+    ``n_out`` regular output fields (channel g of a regular field is orientation g), spanning
+    :math:`\mathrm{Hom}_G(\hat\rho\otimes\rho_{in}, \rho_{reg})`, of dimension :math:`|\Gamma_N| C_{in}` per field:
+    the space of the steerable basis, in other coordinates.
+
+    ``forward()`` returns ``(n_out, n_elements, |Gamma_N|, C_in)``.
+
+    >>> from epdo import groups, fields
+    >>> G = groups.cyclic(4)
+    >>> e = RotatedPDOExpansion(fields.FieldType(G, [G.regular]), n_out=2, order=1)
+    >>> e().shape
+    torch.Size([2, 4, 3, 4])
+    """
+
+    def __init__(self, in_type, n_out: int, order: int, elements=None, sampler=None, device=None, dtype=None):
+        super().__init__()
+        from ..diffops import derivative_representation
+        from ..fields import FieldType
+
+        if not isinstance(in_type, FieldType):
+            raise TypeError(f"RotatedPDOExpansion: in_type must be an epdo.fields.FieldType, "
+                            f"got {type(in_type).__name__}")
+        for name, v, lo in (("n_out", n_out, 1), ("order", order, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"RotatedPDOExpansion: {name} must be an integer >= {lo}, got {v!r}")
+        if elements is not None and sampler is not None:
+            raise ValueError("RotatedPDOExpansion: pass elements or sampler, not both")
+        if sampler is not None and not callable(sampler):
+            raise TypeError(f"RotatedPDOExpansion: sampler must be callable, got {type(sampler).__name__}")
+        G = in_type.group
+        if elements is None and sampler is None:
+            if not G.is_finite:
+                raise ValueError(f"RotatedPDOExpansion: {G.name} is not finite; pass elements or a sampler")
+            elements = G.elements
+        self.in_type, self.order, self.sampler = in_type, int(order), sampler
+        self._rho_hat = derivative_representation(G, self.order)
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
+        self.weight = nn.Parameter(torch.empty(int(n_out), self._rho_hat.size, in_type.size, **fk))
+        self.elements = None if elements is None else tuple(self._check_elements(elements))
+        self.last_elements = self.elements
+        if self.elements is not None:
+            a, b = self._matrices(self.elements)
+            self.register_buffer("_a", torch.tensor(a, **fk), persistent=False)
+            self.register_buffer("_b", torch.tensor(b, **fk), persistent=False)
+        self.reset_parameters()
+
+    def _check_elements(self, elements) -> list:
+        els = list(elements)
+        if not els:
+            raise ValueError("RotatedPDOExpansion: the set of group elements is empty")
+        G = self.in_type.group
+        for g in els:
+            if getattr(g, "group", G) != G:
+                raise ValueError(f"RotatedPDOExpansion: element {g!r} is not an element of {G.name}")
+        return els
+
+    def _matrices(self, elements) -> tuple[np.ndarray, np.ndarray]:
+        G = self.in_type.group
+        inv = [G.inverse(g) for g in elements]
+        return (np.stack([np.asarray(self._rho_hat(h)) for h in inv]),
+                np.stack([np.asarray(self.in_type.representation(h)) for h in inv]))
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+
+    def forward(self) -> torch.Tensor:
+        if self.sampler is None:
+            a, b = self._a, self._b
+        else:
+            els = self._check_elements(self.sampler())
+            self.last_elements = tuple(els)
+            a_np, b_np = self._matrices(els)
+            a = torch.tensor(a_np, dtype=self.weight.dtype, device=self.weight.device)
+            b = torch.tensor(b_np, dtype=self.weight.dtype, device=self.weight.device)
+        return torch.einsum("gab,oac,gcd->ogbd", a, self.weight, b)  # W_g = rho_hat(g^-1)^T X rho_in(g^-1)
+
+    def extra_repr(self) -> str:
+        n = "sampled" if self.sampler is not None else len(self.elements)
+        return f"{self.in_type}, n_out={self.weight.shape[0]}, order={self.order}, elements={n}"

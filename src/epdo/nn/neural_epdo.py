@@ -53,7 +53,10 @@ of unit variance on white-noise input. A factor constant on each derivative orde
 The diag-mode product runs in :func:`epdo.nn._epdo_kernels.generated_pdo_product` (the generator's last layer
 fused in): separable stencils, no ``unfold`` patches, the derivative maps recomputed in backward instead of
 stored, and an optional fused C++ kernel (``epdo build-ext`` compiles it once; ``backend="auto"`` then uses it
-on CPU).
+on CPU). Non-separable discretisations (e.g. RBF-FD), ``backend="dense"`` and empty batches take the dense
+reference path: the 2-D stencils by ``conv2d``, then :math:`\sum_\alpha w_\alpha \circ \partial^\alpha f` by
+plain autograd (as full mode), which the fast path is tested against. Under autocast the diag-mode product
+runs in the input's dtype (float32 for float32 input; the kernels do not take mixed dtypes).
 """
 
 from __future__ import annotations
@@ -64,17 +67,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffops import Discretization, derivative_representation, multi_indices, num_multi_indices, stencils_1d
+from ..diffops import Discretization, derivative_representation, multi_indices, num_multi_indices
 from ..fields import FieldType
 from ..groups import Representation
 from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
-from .base import ExpandedWeightsModule
 from .expansion import FieldBias, HomExpansion
 from .nonlinearities import is_permutation_representation
+from .pdo_base import PDOLayerBase, discretization_stencils_1d
 
 __all__ = ["NeuralEPDO", "expected_num_params"]
 
 MODES = ("diag", "full")
+#: Layer backends: the kernel backends, plus "dense" (the plain-autograd reference path, any discretisation).
+LAYER_BACKENDS = tuple(BACKENDS) + ("dense",)
 
 
 @lru_cache(maxsize=None)
@@ -124,15 +129,17 @@ def expected_num_params(mode: str, c: int, order: int, n: int, reduction: int = 
     return first + c**3 * n_alpha * n * n // (reduction * partition**2)
 
 
-class NeuralEPDO(ExpandedWeightsModule):
+class NeuralEPDO(PDOLayerBase):
     r"""Neural ePDO layer (see the module docstring for the maths and the parameter count).
 
     Args:
         in_type: input fields of a finite group (C_N or D_N).
         out_type: output fields; ``None`` = ``in_type`` (required in ``diag`` mode).
-        order: truncation order N of Gamma_N.
-        kernel_size: odd stencil width k (>= 2 ceil(N/2) + 1 for finite differences).
-        discretization: ``"fd"`` (finite differences) or ``"gauss"`` (Gaussian derivatives; needs ``sigma``).
+        order: truncation order N of Gamma_N (a non-negative int; bools are refused).
+        kernel_size: odd stencil width k (default 5; >= 2 ceil(N/2) + 1 for finite differences).
+        discretization: ``"fd"`` (finite differences), ``"gauss"`` (Gaussian derivatives; needs ``sigma``),
+            another registered method, or an ``epdo.diffops.Discretization`` value; a non-separable one
+            (RBF-FD) runs the dense path.
         reduction: r; the hidden layer has ``len(in_type) / r`` regular fields (r must divide the field count).
         partition: p; coefficients shared by p copies of the field list (p must divide it, and the field
             list must repeat with period ``len / p``; in ``full`` mode for in_type and out_type).
@@ -140,8 +147,9 @@ class NeuralEPDO(ExpandedWeightsModule):
         sigma: Gaussian width in pixels for ``"gauss"``.
         bias: biases in both generator layers (counted in :attr:`num_bias_params`).
         backend: diag-mode product: ``"auto"`` (default: the fused C++ kernel on CPU when ``epdo build-ext``
-            has compiled it, else pure torch), ``"torch"``, or ``"cpp"`` (compiles on first use; needs a C++
-            compiler). Both compute the same function (tested to float rounding). ``full`` mode runs in torch.
+            has compiled it, else pure torch; the dense path for non-separable discretisations), ``"torch"``,
+            ``"cpp"`` (compiles on first use; needs a C++ compiler) or ``"dense"`` (the reference path). All
+            compute the same function (tested to float rounding). ``full`` mode runs the dense path.
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H, W)`` (zero padding, same size).
 
@@ -155,31 +163,31 @@ class NeuralEPDO(ExpandedWeightsModule):
     True
     """
 
-    def __init__(self, in_type: FieldType, out_type: FieldType | None = None, order: int = 4, kernel_size: int = 5,
-                 discretization: str = "fd", reduction: int = 1, partition: int = 1, mode: str = "diag",
-                 sigma: float | None = None, bias: bool = True, backend: str = "auto", device=None, dtype=None):
+    def __init__(self, in_type: FieldType, out_type: FieldType | None = None, order: int = 4,
+                 kernel_size: int | None = None, discretization: str | Discretization = "fd", reduction: int = 1,
+                 partition: int = 1, mode: str = "diag", sigma: float | None = None, bias: bool = True,
+                 backend: str = "auto", device=None, dtype=None):
         name = type(self).__name__
         if not isinstance(in_type, FieldType):
             raise TypeError(f"{name}: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
         out_type = in_type if out_type is None else out_type
-        super().__init__(in_type, out_type)
+        if not isinstance(out_type, FieldType):
+            raise TypeError(f"{name}: out_type must be an epdo.fields.FieldType or None, got {type(out_type).__name__}")
         if mode not in MODES:
             raise ValueError(f"{name}: unknown mode {mode!r}; expected one of {MODES}")
-        if backend not in BACKENDS:
-            raise ValueError(f"{name}: unknown backend {backend!r}; expected one of {BACKENDS}")
-        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 0:
-            raise ValueError(f"{name}: order must be a non-negative integer, got {order!r}")
-        self.disc = Discretization(discretization, kernel_size, sigma)
-        self.disc.check_order(order)
+        if backend not in LAYER_BACKENDS:
+            raise ValueError(f"{name}: unknown backend {backend!r}; expected one of {LAYER_BACKENDS}")
+        super().__init__(in_type, out_type, order, kernel_size, discretization, sigma, device, dtype)
+        if backend in ("torch", "cpp") and mode == "diag" and not self.separable:
+            raise ValueError(f"{name}: backend={backend!r} needs a separable discretisation (1-D stencils), got "
+                             f"{self.disc!r}; use backend='auto' or 'dense'")
         group = in_type.group
-        if out_type.group != group:
-            raise ValueError(f"{name}: in_type is of {group.name} but out_type of {out_type.group.name}")
         if not group.is_finite:
             raise ValueError(f"{name}: the generator's hidden layer is made of regular fields, which needs a finite "
                              f"group (C_N or D_N), got {group.name}")
         c = len(in_type)
         for what, v in (("reduction", reduction), ("partition", partition)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 or c % v:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1 or c % v:
                 raise ValueError(f"{name}: {what} must be a positive integer dividing the number of input fields "
                                  f"({c}), got {v!r}")
         in_reps = list(in_type)
@@ -199,18 +207,21 @@ class NeuralEPDO(ExpandedWeightsModule):
         self._check_periodic(in_reps, partition, "in_type")
         if mode == "full":
             self._check_periodic(out_reps, partition, "out_type")
-        self.order, self.kernel_size, self.mode, self.backend = int(order), int(kernel_size), mode, backend
+        self.mode, self.backend = mode, backend
         self.reduction, self.partition = int(reduction), int(partition)
-        n_alpha = num_multi_indices(order)
-        self.n_alpha = n_alpha
-        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
+        order, n_alpha, fk = self.order, self.n_alpha, self._fk
 
-        hidden = [group.regular] * (c // reduction)
-        in0 = in_reps[: c // partition]
+        hidden = [group.regular] * (c // self.reduction)
+        in0 = in_reps[: c // self.partition]
         self.generator1 = HomExpansion(in_reps, hidden, **fk)
         self.bias1 = FieldBias(hidden, **fk) if bias else None
-        s1 = stencils_1d(order, self.disc)
-        sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(order)])
+        if self.separable:
+            s1 = discretization_stencils_1d(order, self.disc)
+            sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(order)])
+            self._stencils = PDOStencils(s1, multi_indices(order))
+        else:
+            sq_norm = (self.stencils.detach().cpu().double().numpy() ** 2).sum((1, 2))
+            self._stencils = None  # no 1-D factors: the dense path
         if mode == "diag":
             coef_reps = [_diag_coefficient_rep(r, order) for r in in0]
             fan = 1
@@ -218,7 +229,7 @@ class NeuralEPDO(ExpandedWeightsModule):
             alpha_of_row = np.tile(np.arange(n_alpha), self.c0_in)
             perm = None
         else:
-            out0 = out_reps[: len(out_reps) // partition]
+            out0 = out_reps[: len(out_reps) // self.partition]
             coef_reps = [_full_coefficient_rep(ro, ri, order) for ro in out0 for ri in in0]
             self.c0_in = sum(r.size for r in in0)
             self.c0_out = sum(r.size for r in out0)
@@ -234,11 +245,12 @@ class NeuralEPDO(ExpandedWeightsModule):
             lam[sel] = 1.0 / np.sqrt(n_alpha * fan * sq_norm[sel].mean())
         self.register_buffer("_row_scale", torch.tensor(lam[alpha_of_row], **fk), persistent=False)
         self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
-        self._stencils = PDOStencils(s1, multi_indices(order))
-        if mode == "full":
-            st2 = torch.tensor(self._stencils.stencils_2d(), **fk)
-            self.register_buffer("_stencils2d", st2[:, None], persistent=False)
         self.reset_parameters()
+
+    @property
+    def _stencils2d(self) -> torch.Tensor:
+        """The 2-D stencils as a ``conv2d`` weight ``(|Gamma_N|, 1, k, k)``."""
+        return self.stencils[:, None]
 
     @staticmethod
     def _check_periodic(reps: list[Representation], partition: int, what: str) -> None:
@@ -249,21 +261,10 @@ class NeuralEPDO(ExpandedWeightsModule):
                                  f"{period} fields; field {i} is {r!r}, field {i % period} is {reps[i % period]!r}")
 
     # --- parameters -----------------------------------------------------------------------------
-    def reset_parameters(self) -> None:
+    def _init_groups(self):
         """Weights N(0, 1) in the Hom bases, rescaled so that the expanded W1 has mean squared row norm 2
-        (He gain for the ReLU) and W2 mean squared row norm 1; biases zero."""
-        with torch.no_grad():
-            for gen, target in ((self.generator1, 2.0), (self.generator2, 1.0)):
-                gen.reset_parameters()
-                m = gen()
-                norm2 = m.pow(2).sum(1).mean()
-                if norm2 > 0:
-                    for w in gen.weights:
-                        w.mul_((target / norm2).sqrt())
-            for b in (self.bias1, self.bias2):
-                if b is not None and b.bias is not None:
-                    b.bias.zero_()
-        self._eval_cache = None
+        (He gain for the ReLU) and W2 mean squared row norm 1."""
+        return [(self.generator1, self.generator1, 2.0), (self.generator2, self.generator2, 1.0)]
 
     @property
     def num_generator_params(self) -> int:
@@ -273,10 +274,6 @@ class NeuralEPDO(ExpandedWeightsModule):
     @property
     def num_bias_params(self) -> int:
         return sum(b.num_params for b in (self.bias1, self.bias2) if b is not None)
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         w1 = self.generator1()
@@ -291,17 +288,12 @@ class NeuralEPDO(ExpandedWeightsModule):
         return w1, b1, w2, b2
 
     def generator_weights(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """``(W1, b1, W2, b2)`` expanded (cached in eval mode, rebuilt when the parameters change)."""
+        """``(W1, b1, W2, b2)`` expanded (cached where no weight gradient is needed, rebuilt when they change)."""
         return self.expanded_weights()
 
     # --- forward --------------------------------------------------------------------------------
     def _weights_for(self, x: torch.Tensor):
-        w1, b1, w2, b2 = self.generator_weights()
-        if x.dtype != w1.dtype:  # autocast
-            w1, w2 = w1.to(x.dtype), w2.to(x.dtype)
-            b1 = None if b1 is None else b1.to(x.dtype)
-            b2 = None if b2 is None else b2.to(x.dtype)
-        return w1, b1, w2, b2
+        return self.cast_like(x, *self.generator_weights())
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """The generated per-pixel coefficients (times the per-order scale), for inspection: diag
@@ -315,27 +307,39 @@ class NeuralEPDO(ExpandedWeightsModule):
             return w.view(b_, self.c0_in, self.n_alpha, hh, ww)
         return w.view(b_, self.c0_out, self.n_alpha, self.c0_in, hh, ww)
 
+    def uses_dense_path(self, x: torch.Tensor) -> bool:
+        """True when this input runs the dense reference path (full mode, backend "dense", a non-separable
+        discretisation, or an empty tensor)."""
+        return self.mode == "full" or self.backend == "dense" or self._stencils is None or x.numel() == 0
+
+    def _derivatives(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`\\partial^\\alpha f` of every channel by the 2-D stencils: ``(B, p, C/p, |Gamma|, H, W)``."""
+        b_, c, hh, ww = x.shape
+        st = self._stencils2d.to(x.dtype)
+        d = F.conv2d(x.reshape(b_ * c, 1, hh, ww), st, padding=self.kernel_size // 2)
+        return d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = x.contiguous()
         w1, b1, w2, b2 = self._weights_for(x)
         h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
-        if self.mode == "diag":
-            return generated_pdo_product(x, h, w2, b2, self._stencils, self.backend)
         b_, c, hh, ww = x.shape
+        if not self.uses_dense_path(x):
+            # the kernels take one dtype: under autocast h comes back in the low precision, run in x's dtype
+            h, w2, b2 = self.cast_like(x, h, w2, b2)
+            with torch.autocast(x.device.type, enabled=False):
+                return generated_pdo_product(x, h, w2, b2, self._stencils, self.backend)
+        d = self._derivatives(x)
+        if self.mode == "diag":
+            coef = F.conv2d(h, w2[:, :, None, None], b2).view(b_, 1, self.c0_in, self.n_alpha, hh, ww)
+            return (d * coef).sum(3).reshape(b_, c, hh, ww)
         coef = F.conv2d(h, w2[:, :, None, None], b2).view(b_, self.c0_out, self.n_alpha, self.c0_in, hh, ww)
-        st = self._stencils2d.to(x.dtype)
-        d = F.conv2d(x.reshape(b_ * c, 1, hh, ww), st, padding=self.kernel_size // 2)
-        d = d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
         out = torch.einsum("boaihw,bpiahw->bpohw", coef, d)
         return out.reshape(b_, self.out_type.size, hh, ww)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_type} -> {self.out_type}, order={self.order}, kernel_size={self.kernel_size}, "
-             f"discretization={self.disc.method!r}")
-        if self.disc.sigma is not None:
-            s += f", sigma={self.disc.sigma}"
-        s += f", reduction={self.reduction}, partition={self.partition}, mode={self.mode!r}"
+        s = super().extra_repr() + f", reduction={self.reduction}, partition={self.partition}, mode={self.mode!r}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

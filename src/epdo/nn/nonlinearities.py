@@ -26,6 +26,9 @@ __all__ = ["ReLU", "ELU", "NormNonlinearity", "is_permutation_representation"]
 def is_permutation_representation(rep: Representation) -> bool:
     """True when every matrix rho(g) is a permutation matrix.
 
+    The one place where ``epdo.nn`` decides this (ReLU/ELU, pooling, FieldBatchNorm, NeuralEPDO diag,
+    RestrictToRotations all call it); it becomes ``rep.is_permutation()`` once Representation has that method.
+
     Finite groups: checked on all elements with the representation's exact matrices (the stored table of
     regular and quotient representations; an entry must be exactly 0 or 1 up to 1e-12). Continuous groups:
     only representations made of trivial irreps (rho(g) = I) qualify.
@@ -171,8 +174,8 @@ class NormNonlinearity(EquivariantModule):
             nn.init.constant_(self.bias, 0.1 if self.function == "relu" else 0.0)
 
     def field_norms(self, x: torch.Tensor) -> torch.Tensor:
-        """The invariant norm sqrt(|Q^-1 f|^2 + eps^2) of every field, shape (B, n_fields, H, W)."""
-        z = x if self.orthogonal else torch.einsum("oc,bchw->bohw", self._qinv.to(x.dtype), x)
+        """The invariant norm sqrt(|Q^-1 f|^2 + eps^2) of every field, shape (B, n_fields, *spatial)."""
+        z = x if self.orthogonal else torch.einsum("oc,bc...->bo...", self._qinv.to(x.dtype), x)
         sq = z.square()
         out = sq.new_zeros(sq.shape[0], len(self.in_type), *sq.shape[2:])
         out = out.index_add(1, self._field_index, sq)
@@ -181,7 +184,7 @@ class NormNonlinearity(EquivariantModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         n = self.field_norms(x)
-        shifted = n if self.bias is None else n - self.bias.view(1, -1, 1, 1)
+        shifted = n if self.bias is None else n - self.bias.view((1, -1) + (1,) * (x.dim() - 2))
         if self.function == "relu":
             scale = F.relu(shifted) / n
         else:

@@ -87,10 +87,13 @@ class PointwiseLinear(EquivariantModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         w, b = self.weight_and_bias()
-        if x.dtype != w.dtype:  # autocast: conv2d picks the compute dtype
+        if x.dtype != w.dtype:  # autocast: the convolution picks the compute dtype
             w = w.to(x.dtype)
             b = None if b is None else b.to(x.dtype)
-        return F.conv2d(x, w[:, :, None, None], b)
+        if x.dim() == 4:
+            return F.conv2d(x, w[:, :, None, None], b)
+        y = F.conv1d(x.reshape(x.shape[0], x.shape[1], -1), w[:, :, None], b)  # any trailing spatial dims
+        return y.reshape(x.shape[0], w.shape[0], *x.shape[2:])
 
     @torch.no_grad()
     def export(self) -> nn.Conv2d:

@@ -55,9 +55,8 @@ class GroupPool(EquivariantModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        b, _, h, w = x.shape
-        if self._uniform is not None:
-            return self._reduce(x.reshape(b, len(self.in_type), self._uniform, h, w), 2)
+        if self._uniform is not None:  # any trailing spatial dims
+            return self._reduce(x.reshape(x.shape[0], len(self.in_type), self._uniform, *x.shape[2:]), 2)
         return torch.stack([self._reduce(x[:, i:j], 1) for i, j in self._slices], dim=1)
 
     def extra_repr(self) -> str:
