@@ -348,10 +348,11 @@ def test_error_kernel_too_small(c4):
 
 def test_error_unknown_discretization(c4):
     _, t = c4
-    with pytest.raises(ValueError, match="unknown discretization 'rbf'"):
-        NeuralEPDO(t, order=2, kernel_size=3, discretization="rbf")
-    with pytest.raises(ValueError, match="sigma"):
-        NeuralEPDO(t, order=2, kernel_size=3, discretization="gauss")
+    with pytest.raises(ValueError, match="unknown discretization 'nope'.*fd.*gauss.*rbf"):
+        NeuralEPDO(t, order=2, kernel_size=3, discretization="nope")
+    # gauss without sigma takes the documented per-kernel-size default
+    from epdo.diffops import default_sigma
+    assert NeuralEPDO(t, order=2, kernel_size=3, discretization="gauss").disc.sigma == default_sigma(3)
 
 
 def test_auto_backend_resolution(monkeypatch):

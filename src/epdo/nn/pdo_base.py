@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..diffops import Discretization, num_multi_indices, stencils, stencils_1d
+from ..diffops import Discretization, as_discretization, num_multi_indices, stencils, stencils_1d
 from ..fields import FieldType
 from .base import ExpandedWeightsModule
 from .expansion import FieldBias
@@ -54,15 +54,14 @@ def layer_discretization(spec, kernel_size: int | None, sigma: float | None, who
         raise TypeError(f"{who}: discretization must be a method name (str) or an epdo.diffops.Discretization, "
                         f"got {type(spec).__name__}")
     try:
-        return Discretization(spec, DEFAULT_KERNEL_SIZE if kernel_size is None else kernel_size, sigma)
+        return as_discretization(spec, DEFAULT_KERNEL_SIZE if kernel_size is None else kernel_size, sigma)
     except ValueError as e:
         raise ValueError(f"{who}: {e}") from None
 
 
 def is_separable(disc: Discretization) -> bool:
     """True when every 2-D stencil is an outer product of 1-D stencils (then :func:`stencils_1d` exists)."""
-    sep = getattr(disc, "separable", None)
-    return disc.method in ("fd", "gauss") if sep is None else bool(sep)
+    return bool(disc.separable)
 
 
 def check_discretization_order(disc: Discretization, order: int, who: str) -> None:
