@@ -22,16 +22,28 @@ Two implementations of the per-chunk product compute the same function:
   and flattened, so each y tap is a constant offset and every pass a long contiguous ``addcmul_``; the x
   pass is a GEMM with a banded W x W matrix. No ``unfold``, no depthwise ``conv2d`` (whose 1-channel groups
   run far below peak on CPU).
-- ``"cpp"`` (optional, CPU float32/float64): per image plane, the x passes from a zero-padded row scratch
-  into an L1-sized buffer, then the y passes fused with the product over blocks of 64 values held in
-  registers; backward likewise (the y pass's adjoint scattered into a per-plane buffer, the x pass's adjoint
-  row by row). The generator's GEMMs go through oneDNN's fp32 matmul (``at::native::mkldnn_matmul``), about
-  twice MKL's speed on CPUs where MKL takes its AVX2 path. Compiled by ``epdo build-ext`` (or on first use of
-  ``backend="cpp"``) with ``torch.utils.cpp_extension.load_inline``: needs a C++ compiler and ninja, about
-  20 s on an idle 2-core machine, then cached by torch. Tested against ``"torch"`` and a conv2d reference.
+- ``"cpp"`` (optional, CPU float32/float64; source ``csrc/epdo_kernels.cpp``): per image plane, the x
+  passes from a zero-padded row scratch into an L1-sized buffer, then the y passes fused with the product
+  over blocks of 64 values held in registers; backward likewise (the y pass's adjoint scattered into a
+  per-plane buffer, the x pass's adjoint row by row). The generator's float32 GEMMs go through oneDNN's
+  matmul (``at::native::mkldnn_matmul``, about twice MKL's speed on CPUs where MKL takes its AVX2 path)
+  where libtorch_cpu exports it and this torch accepts it on this CPU (torch 2.13 refuses it without
+  avx512bw/vl/dq or avx_ne_convert), else the public ``at::mm``. Tested against ``"torch"`` and a conv2d
+  reference.
 
-``backend="auto"`` (the default) is ``"cpp"`` when a build of this source is loaded or cached, else ``"torch"``
-(:func:`resolve_backend`); it never compiles.
+The C++ ops are registered with the dispatcher (``TORCH_LIBRARY(epdo_cpp)``: raw kernels writing into
+preallocated chunks) and wrapped in the custom ops ``torch.ops.epdo.pdo_product`` and
+``torch.ops.epdo.generated_pdo_product`` (:mod:`torch.library`: fake implementations and autograd through
+backward ops), so ``torch.compile`` traces a ``"cpp"`` product as one opaque op (``fullgraph=True`` works).
+
+Building and loading (:mod:`epdo.nn._kernel_build`): ``epdo build-ext`` (or the first use of
+``backend="cpp"``) compiles the library with one compiler call (about 20 s on an idle 2-core machine; no
+ninja, no torch build lock) into ``$EPDO_KERNEL_DIR/<tag>/`` (default ``~/.cache/epdo/kernels``), the tag
+hashing the source, the torch version, the flags and the GEMM choice; the build is made in a temporary
+directory and renamed into place, under an epdo lock file waited for with a timeout (stale locks are broken
+with a warning). ``backend="auto"`` (the default) is ``"cpp"`` when a build with this tag exists (a ``stat``
+and a ``torch.ops.load_library``), else ``"torch"`` (:func:`resolve_backend`): it never compiles and never
+waits on a lock.
 """
 
 from __future__ import annotations
@@ -63,7 +75,8 @@ class PDOStencils:
     """The 1-D stencils of a discretisation and the multi-indices, as plain Python floats (hashable key).
 
     ``sx[a][v]``: correlation weights of d^a/dx^a at column offset ``v - r``; ``sy[b][u]``: of d^b/dy^b at
-    row offset ``u - r`` (rows run top to bottom and y points up, so ``sy[b] = sx[b][::-1]``).
+    row offset ``u - r`` (rows run top to bottom and y points up, so ``sy[b] = sx[b][::-1]``). ``sx_flat``,
+    ``k`` and ``alphas_flat`` (row-major flattenings) are the arguments of the custom ops.
     """
 
     __slots__ = ("order", "k", "r", "sx", "sy", "alphas", "sx_flat", "alphas_flat", "_key")
@@ -294,9 +307,13 @@ def load_cpp_extension(verbose: bool = False, lock_timeout: float = _kernel_buil
             raise
 
 
-def _load_existing_build() -> bool:
-    """Load a build matching this source, torch and flags if one exists: a stat and a dlopen, nothing else."""
-    with _CPP_LOCK:
+def _load_existing_build() -> bool | None:
+    """Load a build matching this source, torch and flags if one exists: a stat and a dlopen, nothing else.
+    ``None`` (undecided) if another thread of this process is loading or building the kernel right now: this
+    never waits for it."""
+    if not _CPP_LOCK.acquire(blocking=False):
+        return True if "module" in _CPP_STATE else None
+    try:
         if "module" in _CPP_STATE:
             return True
         try:
@@ -309,6 +326,8 @@ def _load_existing_build() -> bool:
             return False
         log.debug("NeuralEPDO backend 'auto': using the C++ kernel %s", path)
         return True
+    finally:
+        _CPP_LOCK.release()
 
 
 def cpp_extension_available(build: bool = False) -> bool:
@@ -317,7 +336,7 @@ def cpp_extension_available(build: bool = False) -> bool:
     if "module" in _CPP_STATE:
         return True
     if not build:
-        return _load_existing_build()
+        return bool(_load_existing_build())
     try:
         load_cpp_extension()
     except RuntimeError:
@@ -369,7 +388,10 @@ def _auto_cpp() -> bool:
     if "module" in _CPP_STATE:
         return True
     if "auto" not in _CPP_STATE:
-        _CPP_STATE["auto"] = _load_existing_build()
+        found = _load_existing_build()
+        if found is None:  # another thread is building: torch for now, decide later
+            return False
+        _CPP_STATE["auto"] = found
     return _CPP_STATE["auto"]
 
 

@@ -18,7 +18,9 @@ The generator's float32 GEMMs use oneDNN's matmul (``at::native::mkldnn_matmul``
 not declared in its public headers) only when that exact symbol is found in libtorch_cpu and torch has
 oneDNN; otherwise (or with ``$EPDO_KERNEL_GEMM=aten``) the public ``at::mm``, with a warning when the
 symbol is missing. The library links with ``--no-undefined``, so a symbol that is not there fails the build,
-not a later load.
+not a later load. Where it is compiled in, the library still probes it once on a 2x2 product and falls back
+to ``at::mm`` if torch refuses it (torch 2.13 does on CPUs without avx512bw/vl/dq or avx_ne_convert, even
+for float32: measured on this AMD EPYC); ``CppLibrary.gemm_backend`` says which runs.
 """
 
 from __future__ import annotations

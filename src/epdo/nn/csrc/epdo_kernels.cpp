@@ -2,7 +2,7 @@
 //   out_c(x) = sum_{alpha in Gamma_N} w_{c mod C0, alpha}(x) (d^alpha f_c)(x),
 // d^(a,b) separable (an x pass of order a, then a y pass of order b, zero padding), and its backward.
 //
-// Built by `epdo build-ext` (epdo.nn._epdo_kernels.build_cpp_extension) into a plain shared library (no Python
+// Built by `epdo build-ext` (epdo.nn._kernel_build.build) into a plain shared library (no Python
 // module): the ops are registered with the dispatcher under the namespace `epdo_cpp` and loaded with
 // torch.ops.load_library. Python wraps them in the custom ops epdo::pdo_product / epdo::generated_pdo_product
 // (fake implementations and autograd there), so torch.compile sees one opaque op.
