@@ -59,8 +59,8 @@ import torch
 
 from . import _kernel_build
 
-__all__ = ["BACKENDS", "CppLibrary", "PDOStencils", "compiler_available", "cpp_extension_available", "cpp_kernel_required",
-           "generated_pdo_product", "load_cpp_extension", "pdo_product", "resolve_backend"]
+__all__ = ["BACKENDS", "CppLibrary", "PDOStencils", "compiler_available", "cpp_extension_available",
+           "cpp_kernel_required", "generated_pdo_product", "load_cpp_extension", "pdo_product", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def _plan(f: torch.Tensor, c0: int, n_alpha: int, st: PDOStencils, backend: str,
     b_, c, h, w = f.shape
     per_item = max(c0 * n_alpha * h * w, (st.order + 1) * c * (h + 2 * st.r) * w)
     bounds = _chunk_bounds(b_, per_item)
-    n_max = bounds[0][1] - bounds[0][0]
+    n_max = bounds[0][1] - bounds[0][0] if bounds else 0  # batch size 0: nothing to run, empty results
     kern = _CppKernel(st) if backend == "cpp" else _TorchKernel(f, c0, n_max, st, backward)
     return bounds, n_max, kern
 
