@@ -40,18 +40,27 @@ def test_python_dash_m():
 
 
 def test_build_ext_reports_failure(cli, capsys, monkeypatch):
-    """``epdo build-ext``: a failed build is a one-line error (status 2), or a warning with ``--optional``."""
+    """``epdo build-ext``: a failed build is a one-line error (status 2) even with ``--optional``; only a missing
+    compiler is a warning with ``--optional``."""
     import epdo.nn._epdo_kernels as K
+    from epdo.nn._kernel_build import CompilerNotFoundError, KernelBuildError
 
-    def broken(verbose=False):
-        raise RuntimeError("the epdo C++ kernel could not be built: no compiler")
+    def no_compiler(verbose=False, **kw):
+        raise CompilerNotFoundError("no C++ compiler found")
 
-    monkeypatch.setattr(K, "load_cpp_extension", broken)
+    def broken(verbose=False, **kw):
+        raise KernelBuildError("the compiler failed (exit status 1): error: expected ';'")
+
+    monkeypatch.setattr(K, "load_cpp_extension", no_compiler)
     assert cli("build-ext") == 2
-    assert "could not be built: no compiler" in capsys.readouterr().err
+    assert "no C++ compiler found" in capsys.readouterr().err
     assert cli("build-ext", "--optional") == 0
     err = capsys.readouterr().err
     assert "warning" in err and "pure-torch backend" in err
+    monkeypatch.setattr(K, "load_cpp_extension", broken)
+    for argv in (("build-ext",), ("build-ext", "--optional")):
+        assert cli(*argv) == 2
+        assert "error: the compiler failed" in capsys.readouterr().err
 
 
 def test_build_ext_success(cli, capsys, monkeypatch):
@@ -60,6 +69,6 @@ def test_build_ext_success(cli, capsys, monkeypatch):
     class Mod:
         __file__ = "/cache/epdo_neural_epdo_kernels.so"
 
-    monkeypatch.setattr(K, "load_cpp_extension", lambda verbose=False: Mod())
+    monkeypatch.setattr(K, "load_cpp_extension", lambda verbose=False, **kw: Mod())
     assert cli("build-ext") == 0
     assert "C++ kernel ready" in capsys.readouterr().out

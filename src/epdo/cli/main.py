@@ -48,22 +48,30 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _build_ext(args: argparse.Namespace) -> int:
-    """Compile the optional fused C++ kernel of NeuralEPDO into torch's extension cache (a one-off, about 20 s
-    on an idle 2-core machine); afterwards ``backend="auto"`` (the default) uses it in every process."""
+    """Compile the optional fused C++ kernel of NeuralEPDO (a one-off, about 20 s on an idle 2-core machine) into
+    the kernel cache ($EPDO_KERNEL_DIR, default ~/.cache/epdo/kernels), one build per source, torch version and
+    flags; afterwards backend="auto" (the default) loads it in every process, and a build that is already
+    there is only loaded. Concurrent builds wait for each other at most --lock-timeout seconds; a stale lock
+    (its process gone) is broken with a warning."""
     import time
 
-    from epdo.nn._epdo_kernels import load_cpp_extension
+    import epdo.nn._epdo_kernels as K
+    from epdo.nn._kernel_build import CompilerNotFoundError
 
+    if not args.lock_timeout >= 0:
+        raise CLIError(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout}")
     t0 = time.perf_counter()
     try:
-        mod = load_cpp_extension(verbose=args.verbose)
-    except RuntimeError as e:
+        mod = K.load_cpp_extension(verbose=args.verbose, lock_timeout=args.lock_timeout)
+    except CompilerNotFoundError as e:
         if args.optional:
-            print(f"epdo build-ext: warning: {' '.join(str(e).split())[:500]}; NeuralEPDO uses its pure-torch backend",
-                  file=sys.stderr)
+            print(f"epdo build-ext: warning: {e}; NeuralEPDO uses its pure-torch backend", file=sys.stderr)
             return 0
         raise CLIError(f"{e} (NeuralEPDO keeps working with its pure-torch backend)") from e
-    print(f"NeuralEPDO C++ kernel ready in {time.perf_counter() - t0:.1f} s: {mod.__file__}")
+    except RuntimeError as e:  # a compiler is there and the build failed: an error even with --optional
+        raise CLIError(f"{' '.join(str(e).split())[:3000]} (NeuralEPDO keeps working with its pure-torch "
+                       "backend)") from e
+    print(f"NeuralEPDO C++ kernel ready in {time.perf_counter() - t0:.1f} s: {mod}")
     return 0
 
 
@@ -100,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_build_ext.__doc__)
     p.add_argument("--verbose", action="store_true", help="show the compiler's output")
     p.add_argument("--optional", action="store_true",
-                   help="a failed build (no compiler) is a warning and exit status 0, not an error")
+                   help="no C++ compiler is a warning and exit status 0, not an error (a failed build stays an error)")
+    p.add_argument("--lock-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for another build of the same kernel (default: 120)")
     p.set_defaults(func=_build_ext)
     return parser
 

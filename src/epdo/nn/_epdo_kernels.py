@@ -22,16 +22,28 @@ Two implementations of the per-chunk product compute the same function:
   and flattened, so each y tap is a constant offset and every pass a long contiguous ``addcmul_``; the x
   pass is a GEMM with a banded W x W matrix. No ``unfold``, no depthwise ``conv2d`` (whose 1-channel groups
   run far below peak on CPU).
-- ``"cpp"`` (optional, CPU float32/float64): per image plane, the x passes from a zero-padded row scratch
-  into an L1-sized buffer, then the y passes fused with the product over blocks of 64 values held in
-  registers; backward likewise (the y pass's adjoint scattered into a per-plane buffer, the x pass's adjoint
-  row by row). The generator's GEMMs go through oneDNN's fp32 matmul (``at::native::mkldnn_matmul``), about
-  twice MKL's speed on CPUs where MKL takes its AVX2 path. Compiled by ``epdo build-ext`` (or on first use of
-  ``backend="cpp"``) with ``torch.utils.cpp_extension.load_inline``: needs a C++ compiler and ninja, about
-  20 s on an idle 2-core machine, then cached by torch. Tested against ``"torch"`` and a conv2d reference.
+- ``"cpp"`` (optional, CPU float32/float64; source ``csrc/epdo_kernels.cpp``): per image plane, the x
+  passes from a zero-padded row scratch into an L1-sized buffer, then the y passes fused with the product
+  over blocks of 64 values held in registers; backward likewise (the y pass's adjoint scattered into a
+  per-plane buffer, the x pass's adjoint row by row). The generator's float32 GEMMs go through oneDNN's
+  matmul (``at::native::mkldnn_matmul``, about twice MKL's speed on CPUs where MKL takes its AVX2 path)
+  where libtorch_cpu exports it and this torch accepts it on this CPU (torch 2.13 refuses it without
+  avx512bw/vl/dq or avx_ne_convert), else the public ``at::mm``. Tested against ``"torch"`` and a conv2d
+  reference.
 
-``backend="auto"`` (the default) is ``"cpp"`` when a build of this source is loaded or cached, else ``"torch"``
-(:func:`resolve_backend`); it never compiles.
+The C++ ops are registered with the dispatcher (``TORCH_LIBRARY(epdo_cpp)``: raw kernels writing into
+preallocated chunks) and wrapped in the custom ops ``torch.ops.epdo.pdo_product`` and
+``torch.ops.epdo.generated_pdo_product`` (:mod:`torch.library`: fake implementations and autograd through
+backward ops), so ``torch.compile`` traces a ``"cpp"`` product as one opaque op (``fullgraph=True`` works).
+
+Building and loading (:mod:`epdo.nn._kernel_build`): ``epdo build-ext`` (or the first use of
+``backend="cpp"``) compiles the library with one compiler call (about 20 s on an idle 2-core machine; no
+ninja, no torch build lock) into ``$EPDO_KERNEL_DIR/<tag>/`` (default ``~/.cache/epdo/kernels``), the tag
+hashing the source, the torch version, the flags and the GEMM choice; the build is made in a temporary
+directory and renamed into place, under an epdo lock file waited for with a timeout (stale locks are broken
+with a warning). ``backend="auto"`` (the default) is ``"cpp"`` when a build with this tag exists (a ``stat``
+and a ``torch.ops.load_library``), else ``"torch"`` (:func:`resolve_backend`): it never compiles and never
+waits on a lock.
 """
 
 from __future__ import annotations
@@ -40,12 +52,15 @@ import logging
 import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "PDOStencils", "cpp_extension_available", "generated_pdo_product", "load_cpp_extension",
-           "pdo_product", "resolve_backend"]
+from . import _kernel_build
+
+__all__ = ["BACKENDS", "CppLibrary", "PDOStencils", "compiler_available", "cpp_extension_available",
+           "cpp_kernel_required", "generated_pdo_product", "load_cpp_extension", "pdo_product", "resolve_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +75,11 @@ class PDOStencils:
     """The 1-D stencils of a discretisation and the multi-indices, as plain Python floats (hashable key).
 
     ``sx[a][v]``: correlation weights of d^a/dx^a at column offset ``v - r``; ``sy[b][u]``: of d^b/dy^b at
-    row offset ``u - r`` (rows run top to bottom and y points up, so ``sy[b] = sx[b][::-1]``).
+    row offset ``u - r`` (rows run top to bottom and y points up, so ``sy[b] = sx[b][::-1]``). ``sx_flat``,
+    ``k`` and ``alphas_flat`` (row-major flattenings) are the arguments of the custom ops.
     """
 
-    __slots__ = ("order", "k", "r", "sx", "sy", "alphas", "_key")
+    __slots__ = ("order", "k", "r", "sx", "sy", "alphas", "sx_flat", "alphas_flat", "_key")
 
     def __init__(self, s1d: np.ndarray, alphas: tuple[tuple[int, int], ...]):
         s1d = np.asarray(s1d, dtype=np.float64)
@@ -73,6 +89,8 @@ class PDOStencils:
         self.sx = tuple(tuple(float(v) for v in row) for row in s1d)
         self.sy = tuple(tuple(float(v) for v in row[::-1]) for row in s1d)
         self.alphas = tuple((int(a), int(b)) for a, b in alphas)
+        self.sx_flat = tuple(v for row in self.sx for v in row)  # the custom ops' arguments
+        self.alphas_flat = tuple(v for ab in self.alphas for v in ab)
         self._key = (self.sx, self.alphas)
 
     def __hash__(self) -> int:
@@ -210,322 +228,115 @@ class _TorchKernel:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# optional fused C++ kernel
+# optional fused C++ kernel (csrc/epdo_kernels.cpp; built, found and locked by _kernel_build)
 # ---------------------------------------------------------------------------------------------------------
-_CPP_SOURCE = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <algorithm>
-#include <vector>
-
-namespace {
-
-// Per image plane, everything in thread-local buffers that stay in L1/L2:
-//  - row: one image row with r zero columns on each side (W + 2r values), for the x passes;
-//  - g[a]: the x pass of order a, (H + 2r) x W values, image rows at r .. r + H - 1, pad rows zero, so the
-//    y tap u (row offset u - r) of output value q reads g[a][q + u W]: long unit-stride loops.
-// The y passes and the product are fused over blocks of BQ values held in registers / L1.
-
-constexpr int BQ = 64;
-
-struct Taps {
-  std::vector<std::vector<int>> idx;  // nonzero taps of each 1-D stencil (offset u = idx - r)
-  std::vector<std::vector<double>> val;
-};
-
-Taps make_taps(const at::Tensor& s) {  // s: (N+1, k) float64
-  Taps t;
-  auto a = s.accessor<double, 2>();
-  for (int64_t o = 0; o < s.size(0); ++o) {
-    std::vector<int> i;
-    std::vector<double> v;
-    for (int64_t u = 0; u < s.size(1); ++u)
-      if (a[o][u] != 0.0) { i.push_back((int)u); v.push_back(a[o][u]); }
-    t.idx.push_back(i);
-    t.val.push_back(v);
-  }
-  return t;
-}
-
-struct Problem {
-  int64_t B, C, C0, A, H, W;
-  int r;
-  Taps sx, sy;
-  std::vector<int> aa, bb;
-  int64_t HW() const { return H * W; }
-  int64_t plane() const { return (H + 2 * r) * W; }
-  int64_t n_ord() const { return (int64_t)sx.idx.size(); }
-};
-
-Problem make_problem(const at::Tensor& f, const at::Tensor& w, const at::Tensor& sx, const at::Tensor& sy,
-                     const std::vector<int64_t>& alphas) {
-  TORCH_CHECK(f.device().is_cpu() && w.device().is_cpu(), "epdo cpp kernel: CPU tensors only");
-  TORCH_CHECK(f.is_contiguous() && w.is_contiguous(), "epdo cpp kernel: contiguous tensors expected");
-  TORCH_CHECK(f.dim() == 4 && w.dim() == 5 && f.size(0) == w.size(0) && f.size(1) % w.size(1) == 0 &&
-              f.size(2) == w.size(3) && f.size(3) == w.size(4), "epdo cpp kernel: bad shapes");
-  TORCH_CHECK(f.scalar_type() == w.scalar_type(), "epdo cpp kernel: dtype mismatch");
-  Problem p{f.size(0), f.size(1), w.size(1), w.size(2), f.size(2), f.size(3), (int)(sx.size(1) / 2),
-            make_taps(sx), make_taps(sy), {}, {}};
-  TORCH_CHECK((int64_t)alphas.size() == 2 * p.A, "epdo cpp kernel: alphas do not match w");
-  for (int64_t t = 0; t < p.A; ++t) { p.aa.push_back((int)alphas[2 * t]); p.bb.push_back((int)alphas[2 * t + 1]); }
-  return p;
-}
-
-// x passes of one plane f into the image rows of g: g[a][(i + r) W + j] = sum_v sx[a][v] f[i][j + v - r].
-// row: scratch of W + 2r values whose r values on each side are zero.
-template <typename T>
-void x_pass(const T* __restrict f, T* __restrict g, T* __restrict row, const Problem& p) {
-  const int64_t H = p.H, W = p.W, plane = p.plane();
-  for (int64_t i = 0; i < H; ++i) {
-    std::copy(f + i * W, f + (i + 1) * W, row + p.r);
-    for (int64_t a = 0; a < p.n_ord(); ++a) {
-      T* __restrict dst = g + a * plane + (i + p.r) * W;
-      const auto& ix = p.sx.idx[a];
-      const auto& vx = p.sx.val[a];
-      if (ix.empty()) { std::fill(dst, dst + W, T(0)); continue; }
-      {
-        const T c = (T)vx[0];
-        const T* __restrict s = row + ix[0];
-        for (int64_t j = 0; j < W; ++j) dst[j] = c * s[j];
-      }
-      for (size_t k = 1; k < ix.size(); ++k) {
-        const T c = (T)vx[k];
-        const T* __restrict s = row + ix[k];
-        for (int64_t j = 0; j < W; ++j) dst[j] += c * s[j];
-      }
-    }
-  }
-}
-
-// d[0 .. n) = y pass (order b) of g_a from value q0 on; returns false if the stencil is zero.
-template <typename T, int N>
-inline bool y_block(const T* __restrict ga, T* __restrict d, const Problem& p, int b, int64_t n) {
-  const auto& iy = p.sy.idx[b];
-  if (iy.empty()) return false;
-  const auto& vy = p.sy.val[b];
-  const int64_t nn = N > 0 ? N : n;
-  {
-    const T c = (T)vy[0];
-    const T* __restrict s = ga + iy[0] * p.W;
-    for (int64_t q = 0; q < nn; ++q) d[q] = c * s[q];
-  }
-  for (size_t k = 1; k < iy.size(); ++k) {
-    const T c = (T)vy[k];
-    const T* __restrict s = ga + iy[k] * p.W;
-    for (int64_t q = 0; q < nn; ++q) d[q] += c * s[q];
-  }
-  return true;
-}
-
-// o[q0 .. q0 + n) = sum_t w_t * d_t for one plane (N = BQ: full block, N = 0: tail of n values)
-template <typename T, int N>
-inline void product_block(const T* g, const T* wp, T* o, const Problem& p, int64_t q0, int64_t n) {
-  const int64_t HW = p.HW(), plane = p.plane(), nn = N > 0 ? N : n;
-  T acc[BQ], d[BQ];
-  for (int64_t q = 0; q < nn; ++q) acc[q] = 0;
-  for (int64_t t = 0; t < p.A; ++t) {
-    if (!y_block<T, N>(g + p.aa[t] * plane + q0, d, p, p.bb[t], n)) continue;
-    const T* __restrict wt = wp + t * HW + q0;
-    for (int64_t q = 0; q < nn; ++q) acc[q] += wt[q] * d[q];
-  }
-  for (int64_t q = 0; q < nn; ++q) o[q0 + q] = acc[q];
-}
-
-// backward of one block: gw_t (+)= go * d_t; z[a][q + u W] += sy_b[u] w_t go (adjoint of the y pass)
-template <typename T, int N>
-inline void backward_block(const T* g, const T* wp, const T* gr, T* gwp, T* z, bool first, const Problem& p,
-                           int64_t q0, int64_t n) {
-  const int64_t HW = p.HW(), plane = p.plane(), nn = N > 0 ? N : n, W = p.W;
-  T d[BQ], v[BQ];
-  const T* __restrict go = gr + q0;
-  for (int64_t t = 0; t < p.A; ++t) {
-    const int a = p.aa[t], b = p.bb[t];
-    if (gwp) {
-      T* __restrict dst = gwp + t * HW + q0;
-      if (y_block<T, N>(g + a * plane + q0, d, p, b, n)) {
-        if (first) for (int64_t q = 0; q < nn; ++q) dst[q] = go[q] * d[q];
-        else for (int64_t q = 0; q < nn; ++q) dst[q] += go[q] * d[q];
-      } else if (first) {
-        for (int64_t q = 0; q < nn; ++q) dst[q] = 0;
-      }
-    }
-    if (z) {
-      const auto& iy = p.sy.idx[b];
-      if (iy.empty()) continue;
-      const T* __restrict wt = wp + t * HW + q0;
-      for (int64_t q = 0; q < nn; ++q) v[q] = wt[q] * go[q];
-      for (size_t k = 0; k < iy.size(); ++k) {
-        const T c = (T)p.sy.val[b][k];
-        T* __restrict zr = z + a * plane + iy[k] * W + q0;
-        for (int64_t q = 0; q < nn; ++q) zr[q] += c * v[q];
-      }
-    }
-  }
-}
-
-// adjoint of the x pass: o[i][j] = sum_a sum_v sx[a][v] z[a][(i + r) W + j - (v - r)] (zero outside the row)
-template <typename T>
-void x_adjoint(const T* z, T* __restrict o, T* __restrict row, const Problem& p) {
-  const int64_t H = p.H, W = p.W, plane = p.plane();
-  const int r = p.r;
-  for (int64_t i = 0; i < H; ++i) {
-    T* __restrict dst = o + i * W;
-    std::fill(dst, dst + W, T(0));
-    for (int64_t a = 0; a < p.n_ord(); ++a) {
-      const auto& ix = p.sx.idx[a];
-      if (ix.empty()) continue;
-      std::copy(z + a * plane + (i + r) * W, z + a * plane + (i + r + 1) * W, row + r);
-      for (size_t k = 0; k < ix.size(); ++k) {  // z[.., j - (v - r)] = row[j + 2r - v]
-        const T c = (T)p.sx.val[a][k];
-        const T* __restrict s = row + 2 * r - ix[k];
-        for (int64_t j = 0; j < W; ++j) dst[j] += c * s[j];
-      }
-    }
-  }
-}
-
-template <typename T>
-void forward_impl(const T* f, const T* w, T* out, const Problem& p) {
-  const int64_t P = p.C / p.C0, HW = p.HW(), plane = p.plane();
-  at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(p.n_ord() * plane, T(0)), row(p.W + 2 * p.r, T(0));
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / p.C0, c0 = task % p.C0;
-      const T* wp = w + (b * p.C0 + c0) * p.A * HW;
-      for (int64_t k = 0; k < P; ++k) {
-        const int64_t c = k * p.C0 + c0;
-        x_pass(f + (b * p.C + c) * HW, g.data(), row.data(), p);
-        T* o = out + (b * p.C + c) * HW;
-        int64_t q0 = 0;
-        for (; q0 + BQ <= HW; q0 += BQ) product_block<T, BQ>(g.data(), wp, o, p, q0, BQ);
-        if (q0 < HW) product_block<T, 0>(g.data(), wp, o, p, q0, HW - q0);
-      }
-    }
-  });
-}
-
-template <typename T>
-void backward_impl(const T* f, const T* w, const T* go, T* gf, T* gw, const Problem& p) {
-  const int64_t P = p.C / p.C0, HW = p.HW(), plane = p.plane();
-  at::parallel_for(0, p.B * p.C0, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> g(p.n_ord() * plane, T(0)), row(p.W + 2 * p.r, T(0)), z(gf ? p.n_ord() * plane : 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / p.C0, c0 = task % p.C0;
-      const T* wp = w + (b * p.C0 + c0) * p.A * HW;
-      T* gwp = gw ? gw + (b * p.C0 + c0) * p.A * HW : nullptr;
-      for (int64_t k = 0; k < P; ++k) {
-        const int64_t c = k * p.C0 + c0;
-        const T* gr = go + (b * p.C + c) * HW;
-        if (gwp) x_pass(f + (b * p.C + c) * HW, g.data(), row.data(), p);
-        T* zp = gf ? z.data() : nullptr;
-        if (zp) std::fill(z.begin(), z.end(), T(0));
-        int64_t q0 = 0;
-        for (; q0 + BQ <= HW; q0 += BQ) backward_block<T, BQ>(g.data(), wp, gr, gwp, zp, k == 0, p, q0, BQ);
-        if (q0 < HW) backward_block<T, 0>(g.data(), wp, gr, gwp, zp, k == 0, p, q0, HW - q0);
-        if (gf) x_adjoint(z.data(), gf + (b * p.C + c) * HW, row.data(), p);
-      }
-    }
-  });
-}
-
-}  // namespace
-
-// oneDNN's matmul (exported by libtorch_cpu, not in the public headers): on CPUs where MKL takes its AVX2
-// path (AMD), about twice MKL's speed for the generator's K = C/r GEMMs. float32 only; else at::mm.
-namespace at { namespace native {
-TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
-                             float alpha);
-} }
-
-void gemm(at::Tensor a, at::Tensor b, at::Tensor c, bool accumulate) {  // c = a b (+ c)
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2 && a.size(1) == b.size(0) && c.size(0) == a.size(0) &&
-              c.size(1) == b.size(1) && c.is_contiguous(), "epdo cpp gemm: bad shapes");
-  if (c.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
-    at::native::mkldnn_matmul(a, b, c, accumulate ? 1.0f : 0.0f, 1.0f);
-  } else if (accumulate) {
-    c.addmm_(a, b);
-  } else {
-    at::mm_out(c, a, b);
-  }
-}
-
-void pdo_forward(at::Tensor f, at::Tensor w, at::Tensor out, at::Tensor sx, at::Tensor sy,
-                 std::vector<int64_t> alphas) {
-  Problem p = make_problem(f, w, sx, sy, alphas);
-  TORCH_CHECK(out.is_contiguous() && out.sizes() == f.sizes() && out.scalar_type() == f.scalar_type(),
-              "epdo cpp kernel: bad out");
-  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "pdo_forward", [&] {
-    forward_impl<scalar_t>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), p);
-  });
-}
-
-void pdo_backward(at::Tensor f, at::Tensor w, at::Tensor go, at::Tensor gf, at::Tensor gw, at::Tensor sx,
-                  at::Tensor sy, std::vector<int64_t> alphas) {
-  Problem p = make_problem(f, w, sx, sy, alphas);
-  TORCH_CHECK(go.is_contiguous() && go.sizes() == f.sizes(), "epdo cpp kernel: bad grad_output");
-  const bool need_f = gf.numel() > 0, need_w = gw.numel() > 0;
-  TORCH_CHECK(!need_f || (gf.is_contiguous() && gf.sizes() == f.sizes()), "epdo cpp kernel: bad grad_f");
-  TORCH_CHECK(!need_w || (gw.is_contiguous() && gw.sizes() == w.sizes()), "epdo cpp kernel: bad grad_w");
-  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "pdo_backward", [&] {
-    backward_impl<scalar_t>(f.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(),
-                            need_f ? gf.data_ptr<scalar_t>() : nullptr, need_w ? gw.data_ptr<scalar_t>() : nullptr, p);
-  });
-}
-"""
-
-_CPP_NAME = "epdo_neural_epdo_kernels"
-_CPP_LOCK = threading.Lock()
-_CPP_STATE: dict = {}
+_CPP_LOCK = threading.Lock()  # in-process only: guards loading, never waits on another process
+_CPP_STATE: dict = {}  # "module": the loaded CppLibrary; "error": why it cannot be; "auto": _auto_cpp's answer
 
 
-def load_cpp_extension(verbose: bool = False):
-    """Compile (first call; cached by torch afterwards) and return the fused C++ kernel module.
+class CppLibrary:
+    """A loaded build of the C++ kernel: ``__file__`` (its path), the raw ops ``pdo_forward``, ``pdo_backward``
+    and ``gemm`` (``torch.ops.epdo_cpp``), ``gemm_backend`` (``"mkldnn"`` or ``"aten"``) and its ``info``
+    (``build.json``)."""
 
-    Raises RuntimeError with the compiler's complaint if it cannot be built. ``EPDO_CPP_FLAGS`` (environment)
-    replaces the default optimisation flags ``-O3 -march=native -fopenmp``.
-    """
+    def __init__(self, path: Path):
+        ops = torch.ops.epdo_cpp
+        self.__file__ = str(path)
+        self.pdo_forward, self.pdo_backward, self.gemm = ops.pdo_forward, ops.pdo_backward, ops.gemm
+        self.gemm_backend = "mkldnn" if ops.gemm_backend() == 1 else "aten"
+        self.info = _kernel_build.read_build_info(path)
+
+    @property
+    def gemm_note(self) -> str:
+        """Why the float32 GEMMs use ``at::mm``, or ``""`` when they use oneDNN's matmul."""
+        if self.gemm_backend == "mkldnn":
+            return ""
+        if self.info.get("gemm") == "mkldnn":
+            return ("oneDNN's matmul is compiled in but this torch refuses it on this CPU (torch 2.13 wants "
+                    "avx512bw/vl/dq or avx_ne_convert, even for float32)")
+        return self.info.get("gemm_reason", "built without oneDNN's matmul")
+
+    def __repr__(self) -> str:
+        gemm = "oneDNN matmul" if self.gemm_backend == "mkldnn" else f"at::mm, since {self.gemm_note}"
+        return f"{self.__file__} (float32 GEMMs: {gemm})"
+
+
+def _load_library(path: Path, published: Path | None = None) -> CppLibrary:
+    """Load a built library into this process (``torch.ops.load_library``: a dlopen, no compiler, no lock)."""
+    try:
+        torch.ops.load_library(str(path))
+        mod = CppLibrary(path)
+    except Exception as e:  # wrong torch, missing symbol, corrupt file
+        raise _kernel_build.KernelBuildError(f"the epdo C++ kernel {path} could not be loaded: "
+                                             f"{type(e).__name__}: {e}") from e
+    if published is not None:
+        mod.__file__ = str(published)
+    _CPP_STATE["module"] = mod
+    return mod
+
+
+def load_cpp_extension(verbose: bool = False, lock_timeout: float = _kernel_build.LOCK_TIMEOUT) -> CppLibrary:
+    """The fused C++ kernel, compiled first if no build matches (:func:`epdo.nn._kernel_build.build`: about 20 s
+    on an idle 2-core machine, under a lock waited for at most ``lock_timeout`` s).
+
+    Raises :class:`~epdo.nn._kernel_build.CompilerNotFoundError` without a compiler, else
+    :class:`~epdo.nn._kernel_build.KernelBuildError` (a RuntimeError) with the compiler's complaint.
+    ``$EPDO_CPP_FLAGS`` replaces the default flags ``-O3 -march=native -fopenmp``; ``$EPDO_KERNEL_GEMM=aten``
+    forces the public ``at::mm`` for the GEMMs; builds live in ``$EPDO_KERNEL_DIR`` (default
+    ``~/.cache/epdo/kernels``)."""
     with _CPP_LOCK:
         if "module" in _CPP_STATE:
             return _CPP_STATE["module"]
         if "error" in _CPP_STATE:
-            raise RuntimeError(_CPP_STATE["error"])
+            raise _CPP_STATE["error"]
         try:
-            from torch.utils.cpp_extension import load_inline
+            path = _kernel_build.find_build()
+            if path is not None:
+                return _load_library(path)
+            path, _ = _kernel_build.build(verbose=verbose, lock_timeout=lock_timeout,
+                                          validate=lambda p: _load_library(p))
+            if "module" in _CPP_STATE:  # loaded from the temporary directory before publishing
+                _CPP_STATE["module"].__file__ = str(path)
+                _CPP_STATE["module"].info = _kernel_build.read_build_info(path)
+                return _CPP_STATE["module"]
+            return _load_library(path)  # built meanwhile by another process
+        except _kernel_build.BuildLockTimeout:
+            raise  # not remembered: the other build may finish
+        except _kernel_build.KernelBuildError as e:
+            _CPP_STATE["error"] = e
+            raise
 
-            flags = os.environ.get("EPDO_CPP_FLAGS", "-O3 -march=native -fopenmp").split()
-            mod = load_inline(_CPP_NAME, cpp_sources=[_CPP_SOURCE],
-                              functions=["pdo_forward", "pdo_backward", "gemm"], extra_cflags=flags,
-                              extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [], verbose=verbose)
-        except Exception as e:  # compiler missing, headers missing, build error
-            _CPP_STATE["error"] = f"the epdo C++ kernel could not be built: {type(e).__name__}: {e}"
-            raise RuntimeError(_CPP_STATE["error"]) from e
-        _CPP_STATE["module"] = mod
-        return mod
 
-
-def _cpp_is_built() -> bool:
-    """True if torch's extension cache holds a build of the current source (loading it is then quick)."""
+def _load_existing_build() -> bool | None:
+    """Load a build matching this source, torch and flags if one exists: a stat and a dlopen, nothing else.
+    ``None`` (undecided) if another thread of this process is loading or building the kernel right now: this
+    never waits for it."""
+    if not _CPP_LOCK.acquire(blocking=False):
+        return True if "module" in _CPP_STATE else None
     try:
-        from torch.utils.cpp_extension import _get_build_directory
-
-        d = _get_build_directory(_CPP_NAME, False)
-        src = os.path.join(d, "main.cpp")
-        so = os.path.join(d, f"{_CPP_NAME}.so")
-        if not (os.path.exists(so) and os.path.exists(src)):
+        if "module" in _CPP_STATE:
+            return True
+        try:
+            path = _kernel_build.find_build()
+            if path is None:
+                return False
+            _load_library(path)
+        except (_kernel_build.KernelBuildError, OSError, ValueError) as e:
+            log.warning("NeuralEPDO backend 'auto': %s; using the pure-torch backend", e)
             return False
-        with open(src) as fh:
-            return _CPP_SOURCE.strip() in fh.read()
-    except Exception:  # pragma: no cover - private torch API moved
-        return False
+        log.debug("NeuralEPDO backend 'auto': using the C++ kernel %s", path)
+        return True
+    finally:
+        _CPP_LOCK.release()
 
 
 def cpp_extension_available(build: bool = False) -> bool:
-    """True if the C++ kernel is loaded or can be loaded without compiling (a cached build of this source);
+    """True if the C++ kernel is loaded or a matching build exists (then it is loaded, without compiling);
     ``build=True``: compile it now if needed (about 20 s on an idle 2-core machine)."""
     if "module" in _CPP_STATE:
         return True
-    if not build and not _cpp_is_built():
-        return False
+    if not build:
+        return bool(_load_existing_build())
     try:
         load_cpp_extension()
     except RuntimeError:
@@ -533,11 +344,22 @@ def cpp_extension_available(build: bool = False) -> bool:
     return True
 
 
+def compiler_available() -> bool:
+    """True if a C++ compiler for :func:`load_cpp_extension` is on the PATH (``$CXX``, else ``c++``)."""
+    return _kernel_build.find_compiler() is not None
+
+
+def cpp_kernel_required() -> bool:
+    """True under CI (``$CI`` is ``true`` or ``1``) when a C++ compiler is present: a missing kernel is then a
+    broken build, and tests that need it fail instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1") and compiler_available()
+
+
 @lru_cache(maxsize=64)
 def _cpp_stencil_tensors(st: PDOStencils) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     sx = torch.tensor(st.sx, dtype=torch.float64)
     sy = torch.tensor(st.sy, dtype=torch.float64)
-    return sx, sy, [v for ab in st.alphas for v in ab]
+    return sx, sy, list(st.alphas_flat)
 
 
 class _CppKernel:
@@ -559,21 +381,23 @@ class _CppKernel:
                               self.sx, self.sy, self.alphas)
 
 
+@torch.compiler.assume_constant_result
 def _auto_cpp() -> bool:
-    """``backend="auto"``: the C++ kernel if it is loaded or a build of this source is in torch's extension
-    cache (``epdo build-ext``); never compiles. Decided once per process."""
+    """``backend="auto"``: the C++ kernel if it is loaded or a matching build exists (``epdo build-ext``); never
+    compiles, never waits on a lock. Decided once per process (a constant for ``torch.compile``)."""
     if "module" in _CPP_STATE:
         return True
     if "auto" not in _CPP_STATE:
-        _CPP_STATE["auto"] = cpp_extension_available(build=False)
-        if _CPP_STATE["auto"]:
-            log.debug("NeuralEPDO backend 'auto': using the cached C++ kernel")
+        found = _load_existing_build()
+        if found is None:  # another thread is building: torch for now, decide later
+            return False
+        _CPP_STATE["auto"] = found
     return _CPP_STATE["auto"]
 
 
 def resolve_backend(backend: str, f: torch.Tensor) -> str:
     """The implementation that runs for ``backend`` on ``f``: ``"cpp"`` only on CPU float32/float64 (other
-    devices and dtypes use torch); ``"auto"`` picks ``"cpp"`` when a build is cached, else ``"torch"``."""
+    devices and dtypes use torch); ``"auto"`` picks ``"cpp"`` when a build exists, else ``"torch"``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend == "torch" or f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64):
@@ -596,90 +420,77 @@ def _plan(f: torch.Tensor, c0: int, n_alpha: int, st: PDOStencils, backend: str,
     b_, c, h, w = f.shape
     per_item = max(c0 * n_alpha * h * w, (st.order + 1) * c * (h + 2 * st.r) * w)
     bounds = _chunk_bounds(b_, per_item)
-    n_max = bounds[0][1] - bounds[0][0]
-    kern = _CppKernel(st) if _use_cpp(backend, f) else _TorchKernel(f, c0, n_max, st, backward)
+    n_max = bounds[0][1] - bounds[0][0] if bounds else 0  # batch size 0: nothing to run, empty results
+    kern = _CppKernel(st) if backend == "cpp" else _TorchKernel(f, c0, n_max, st, backward)
     return bounds, n_max, kern
 
 
-class _PDOProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, w, st, backend):
-        ctx.save_for_backward(f, w)
-        ctx.st, ctx.backend = st, backend
-        bounds, _, kern = _plan(f, w.shape[1], w.shape[2], st, backend, False)
-        out = torch.empty_like(f)
-        for i0, i1 in bounds:
-            kern.forward(f[i0:i1], w[i0:i1], out[i0:i1])
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        f, w = ctx.saved_tensors
-        g = g.contiguous()
-        need_f, need_w = ctx.needs_input_grad[:2]
-        gf = torch.empty_like(f) if need_f else None
-        gw = torch.empty_like(w) if need_w else None
-        bounds, _, kern = _plan(f, w.shape[1], w.shape[2], ctx.st, ctx.backend, True)
-        for i0, i1 in bounds:
-            kern.backward(f[i0:i1], w[i0:i1], g[i0:i1], None if gf is None else gf[i0:i1],
-                          None if gw is None else gw[i0:i1])
-        return gf, gw, None, None
+# --- the two products, forward and backward, for either kernel (backend: "torch" or "cpp", resolved) -----------
+def _product_forward(f, w, st: PDOStencils, backend: str) -> torch.Tensor:
+    bounds, _, kern = _plan(f, w.shape[1], w.shape[2], st, backend, False)
+    out = torch.empty_like(f)
+    for i0, i1 in bounds:
+        kern.forward(f[i0:i1], w[i0:i1], out[i0:i1])
+    return out
 
 
-class _GeneratedPDOProduct(torch.autograd.Function):
+def _product_backward(g, f, w, st: PDOStencils, backend: str, need_f: bool, need_w: bool):
+    g = g.contiguous()
+    gf = torch.empty_like(f) if need_f else None
+    gw = torch.empty_like(w) if need_w else None
+    bounds, _, kern = _plan(f, w.shape[1], w.shape[2], st, backend, True)
+    for i0, i1 in bounds:
+        kern.backward(f[i0:i1], w[i0:i1], g[i0:i1], None if gf is None else gf[i0:i1],
+                      None if gw is None else gw[i0:i1])
+    return gf, gw
+
+
+def _generated_forward(f, h, w2, b2, st: PDOStencils, backend: str) -> torch.Tensor:
     """``w = W2 h + b2`` generated chunk by chunk into a reused buffer, never stored (recomputed in backward)."""
+    b_, _, hh, ww = f.shape
+    c0, n_alpha = w2.shape[0] // len(st.alphas), len(st.alphas)
+    bounds, n_max, kern = _plan(f, c0, n_alpha, st, backend, False)
+    wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
+    out = torch.empty_like(f)
+    for i0, i1 in bounds:
+        wc = _generate(kern, h[i0:i1], w2, b2, wbuf[: i1 - i0])
+        kern.forward(f[i0:i1], wc.view(i1 - i0, c0, n_alpha, hh, ww), out[i0:i1])
+    return out
 
-    @staticmethod
-    def forward(ctx, f, h, w2, b2, st, backend):
-        b_, _, hh, ww = f.shape
-        c0, n_alpha = w2.shape[0] // len(st.alphas), len(st.alphas)
-        bounds, n_max, kern = _plan(f, c0, n_alpha, st, backend, False)
-        wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
-        out = torch.empty_like(f)
-        for i0, i1 in bounds:
-            wc = _generate(kern, h[i0:i1], w2, b2, wbuf[: i1 - i0])
-            kern.forward(f[i0:i1], wc.view(i1 - i0, c0, n_alpha, hh, ww), out[i0:i1])
-        ctx.save_for_backward(f, h, w2, b2)
-        ctx.st, ctx.backend = st, backend
-        return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        f, h, w2, b2 = ctx.saved_tensors
-        st = ctx.st
-        g = g.contiguous()
-        need_f, need_h, need_w2, need_b2 = ctx.needs_input_grad[:4]
-        b_, _, hh, ww = f.shape
-        n_alpha = len(st.alphas)
-        c0 = w2.shape[0] // n_alpha
-        bounds, n_max, kern = _plan(f, c0, n_alpha, st, ctx.backend, True)
-        need_gw = need_h or need_w2 or need_b2
-        gf = torch.empty_like(f) if need_f else None
-        gh = torch.empty_like(h) if need_h else None
-        gw2 = torch.zeros_like(w2) if need_w2 else None
-        gb2 = torch.zeros_like(b2) if need_b2 else None
-        wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
-        gwbuf = f.new_empty(n_max, w2.shape[0], hh * ww) if need_gw else None
-        for i0, i1 in bounds:
-            n = i1 - i0
-            hc = h[i0:i1].reshape(n, -1, hh * ww)
-            wc = _generate(kern, hc, w2, b2, wbuf[:n])
-            gwc = gwbuf[:n] if need_gw else None
-            kern.backward(f[i0:i1], wc.view(n, c0, n_alpha, hh, ww), g[i0:i1],
-                          None if gf is None else gf[i0:i1],
-                          None if gwc is None else gwc.view(n, c0, n_alpha, hh, ww))
-            if need_h:
-                ghc = gh[i0:i1].view(n, -1, hh * ww)
-                for j in range(n):
-                    kern.gemm(w2.T, gwc[j], ghc[j], False)
-            if need_w2:
-                for j in range(n):
-                    kern.gemm(gwc[j], hc[j].T, gw2, True)
-            if need_b2:
-                gb2 += gwc.sum((0, 2))
-        return gf, gh, gw2, gb2, None, None
+def _generated_backward(g, f, h, w2, b2, st: PDOStencils, backend: str, need_f: bool, need_h: bool, need_w2: bool,
+                        need_b2: bool):
+    g = g.contiguous()
+    b_, _, hh, ww = f.shape
+    n_alpha = len(st.alphas)
+    c0 = w2.shape[0] // n_alpha
+    need_b2 = need_b2 and b2 is not None
+    bounds, n_max, kern = _plan(f, c0, n_alpha, st, backend, True)
+    need_gw = need_h or need_w2 or need_b2
+    gf = torch.empty_like(f) if need_f else None
+    gh = torch.empty_like(h) if need_h else None
+    gw2 = torch.zeros_like(w2) if need_w2 else None
+    gb2 = torch.zeros_like(b2) if need_b2 else None
+    wbuf = f.new_empty(n_max, w2.shape[0], hh * ww)
+    gwbuf = f.new_empty(n_max, w2.shape[0], hh * ww) if need_gw else None
+    for i0, i1 in bounds:
+        n = i1 - i0
+        hc = h[i0:i1].reshape(n, -1, hh * ww)
+        wc = _generate(kern, hc, w2, b2, wbuf[:n])
+        gwc = gwbuf[:n] if need_gw else None
+        kern.backward(f[i0:i1], wc.view(n, c0, n_alpha, hh, ww), g[i0:i1],
+                      None if gf is None else gf[i0:i1],
+                      None if gwc is None else gwc.view(n, c0, n_alpha, hh, ww))
+        if need_h:
+            ghc = gh[i0:i1].view(n, -1, hh * ww)
+            for j in range(n):
+                kern.gemm(w2.T, gwc[j], ghc[j], False)
+        if need_w2:
+            for j in range(n):
+                kern.gemm(gwc[j], hc[j].T, gw2, True)
+        if need_b2:
+            gb2 += gwc.sum((0, 2))
+    return gf, gh, gw2, gb2
 
 
 def _generate(kern, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
@@ -692,6 +503,137 @@ def _generate(kern, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor | None, 
     return out
 
 
+# --- the torch backend: autograd Functions ----------------------------------------------------------------------
+class _PDOProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, w, st, backend):
+        ctx.save_for_backward(f, w)
+        ctx.st, ctx.backend = st, backend
+        return _product_forward(f, w, st, backend)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        f, w = ctx.saved_tensors
+        gf, gw = _product_backward(g, f, w, ctx.st, ctx.backend, *ctx.needs_input_grad[:2])
+        return gf, gw, None, None
+
+
+class _GeneratedPDOProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, h, w2, b2, st, backend):
+        ctx.save_for_backward(f, h, w2, b2)
+        ctx.st, ctx.backend = st, backend
+        return _generated_forward(f, h, w2, b2, st, backend)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        f, h, w2, b2 = ctx.saved_tensors
+        grads = _generated_backward(g, f, h, w2, b2, ctx.st, ctx.backend, *ctx.needs_input_grad[:4])
+        return (*grads, None, None)
+
+
+# --- the cpp backend: custom ops (torch.library), so torch.compile sees one opaque op with a fake --------------
+# The stencils travel as plain numbers (flattened sx, k, flattened alphas): constants for torch.compile.
+@lru_cache(maxsize=64)
+def _stencils_from(sx: tuple[float, ...], k: int, alphas: tuple[int, ...]) -> PDOStencils:
+    return PDOStencils(np.asarray(sx, dtype=np.float64).reshape(-1, k), tuple(zip(alphas[::2], alphas[1::2])))
+
+
+def _st(sx, k, alphas) -> PDOStencils:
+    return _stencils_from(tuple(sx), int(k), tuple(alphas))
+
+
+_ST_ARGS = "float[] sx, int k, int[] alphas"
+
+
+def _empty_unless(need: bool, like: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(like) if need and like is not None else ref.new_empty(0)
+
+
+@torch.library.custom_op("epdo::pdo_product", mutates_args=(), device_types="cpu",
+                         schema=f"(Tensor f, Tensor w, {_ST_ARGS}) -> Tensor")
+def _pdo_product_op(f, w, sx, k, alphas):
+    return _product_forward(f.contiguous(), w.contiguous(), _st(sx, k, alphas), "cpp")
+
+
+@_pdo_product_op.register_fake
+def _(f, w, sx, k, alphas):
+    return torch.empty_like(f, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("epdo::pdo_product_backward", mutates_args=(), device_types="cpu",
+                         schema=f"(Tensor g, Tensor f, Tensor w, {_ST_ARGS}, bool need_f, bool need_w) -> (Tensor, Tensor)")
+def _pdo_product_backward_op(g, f, w, sx, k, alphas, need_f, need_w):
+    gf, gw = _product_backward(g, f.contiguous(), w.contiguous(), _st(sx, k, alphas), "cpp", need_f, need_w)
+    return (f.new_empty(0) if gf is None else gf), (w.new_empty(0) if gw is None else gw)
+
+
+@_pdo_product_backward_op.register_fake
+def _(g, f, w, sx, k, alphas, need_f, need_w):
+    return _empty_unless(need_f, f, f), _empty_unless(need_w, w, w)
+
+
+def _pdo_product_setup(ctx, inputs, output):
+    f, w, *ctx.st_args = inputs
+    ctx.save_for_backward(f, w)
+
+
+def _pdo_product_grad(ctx, g):
+    f, w = ctx.saved_tensors
+    need_f, need_w = ctx.needs_input_grad[:2]
+    gf, gw = torch.ops.epdo.pdo_product_backward(g, f, w, *ctx.st_args, need_f, need_w)
+    return (gf if need_f else None), (gw if need_w else None), None, None, None
+
+
+torch.library.register_autograd("epdo::pdo_product", _pdo_product_grad, setup_context=_pdo_product_setup)
+
+
+@torch.library.custom_op("epdo::generated_pdo_product", mutates_args=(), device_types="cpu",
+                         schema=f"(Tensor f, Tensor h, Tensor w2, Tensor? b2, {_ST_ARGS}) -> Tensor")
+def _generated_op(f, h, w2, b2, sx, k, alphas):
+    return _generated_forward(f.contiguous(), h.contiguous(), w2.contiguous(),
+                              None if b2 is None else b2.contiguous(), _st(sx, k, alphas), "cpp")
+
+
+@_generated_op.register_fake
+def _(f, h, w2, b2, sx, k, alphas):
+    return torch.empty_like(f, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("epdo::generated_pdo_product_backward", mutates_args=(), device_types="cpu",
+                         schema=f"(Tensor g, Tensor f, Tensor h, Tensor w2, Tensor? b2, {_ST_ARGS}, bool need_f, "
+                                "bool need_h, bool need_w2, bool need_b2) -> (Tensor, Tensor, Tensor, Tensor)")
+def _generated_backward_op(g, f, h, w2, b2, sx, k, alphas, need_f, need_h, need_w2, need_b2):
+    grads = _generated_backward(g, f.contiguous(), h.contiguous(), w2.contiguous(),
+                                None if b2 is None else b2.contiguous(), _st(sx, k, alphas), "cpp",
+                                need_f, need_h, need_w2, need_b2)
+    return tuple(f.new_empty(0) if x is None else x for x in grads)
+
+
+@_generated_backward_op.register_fake
+def _(g, f, h, w2, b2, sx, k, alphas, need_f, need_h, need_w2, need_b2):
+    return (_empty_unless(need_f, f, f), _empty_unless(need_h, h, f), _empty_unless(need_w2, w2, f),
+            _empty_unless(need_b2, b2, f))
+
+
+def _generated_setup(ctx, inputs, output):
+    f, h, w2, b2, *ctx.st_args = inputs
+    ctx.save_for_backward(f, h, w2, b2)
+
+
+def _generated_grad(ctx, g):
+    f, h, w2, b2 = ctx.saved_tensors
+    need = ctx.needs_input_grad[:4]
+    grads = torch.ops.epdo.generated_pdo_product_backward(g, f, h, w2, b2, *ctx.st_args, *need)
+    return (*(x if n else None for x, n in zip(grads, need)), None, None, None)
+
+
+torch.library.register_autograd("epdo::generated_pdo_product", _generated_grad, setup_context=_generated_setup)
+
+
+# --- public entry points ----------------------------------------------------------------------------------------
 def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str = "auto") -> torch.Tensor:
     r"""``out[:, c] = sum_alpha w[:, c % C0, alpha] * d^alpha f[:, c]`` (see the module docstring).
 
@@ -699,9 +641,12 @@ def pdo_product(f: torch.Tensor, w: torch.Tensor, st: PDOStencils, backend: str 
         f: ``(B, C, H, W)``.
         w: ``(B, C0, |Gamma_N|, H, W)`` with ``C0`` dividing ``C``.
         st: the 1-D stencils and multi-indices (:class:`PDOStencils`).
-        backend: ``"auto"``, ``"torch"`` or ``"cpp"`` (:func:`resolve_backend`).
+        backend: ``"auto"``, ``"torch"`` or ``"cpp"`` (:func:`resolve_backend`); ``"cpp"`` runs the custom op
+            ``torch.ops.epdo.pdo_product``.
     """
     backend = resolve_backend(backend, f)
+    if backend == "cpp":
+        return torch.ops.epdo.pdo_product(f, w, st.sx_flat, st.k, st.alphas_flat)
     return _PDOProduct.apply(f.contiguous(), w.contiguous(), st, backend)
 
 
@@ -710,7 +655,10 @@ def generated_pdo_product(f: torch.Tensor, h: torch.Tensor, w2: torch.Tensor, b2
     r""":func:`pdo_product` with ``w = W2 h + b2`` (a 1x1 map of the hidden features ``h``, ``(B, K, H, W)``;
     ``W2``: ``(C0 |Gamma_N|, K)`` with rows ``(c, alpha)``). ``w`` is generated chunk by chunk and never stored:
     backward regenerates it (one extra GEMM) instead of keeping ``C0 |Gamma_N|`` maps per image alive (keeping
-    it was measured no faster on CPU: the saved GEMM is lost to first-touch page faults of the large buffer)."""
+    it was measured no faster on CPU: the saved GEMM is lost to first-touch page faults of the large buffer).
+    ``"cpp"`` runs the custom op ``torch.ops.epdo.generated_pdo_product``."""
     backend = resolve_backend(backend, f)
+    if backend == "cpp":
+        return torch.ops.epdo.generated_pdo_product(f, h, w2, b2, st.sx_flat, st.k, st.alphas_flat)
     return _GeneratedPDOProduct.apply(f.contiguous(), h.contiguous(), w2.contiguous(),
                                       None if b2 is None else b2.contiguous(), st, backend)
