@@ -172,14 +172,14 @@ class DistContext:
         stalled = [r for r in others if r in seen and now - seen[r][0] > stale]
         if stalled:
             who = "rank" + ("s " if len(stalled) > 1 else " ") + ", ".join(map(str, stalled))
-            last = "; ".join(f"rank {r} last alive {now - seen[r][0]:.0f} s ago, at {seen[r][1]}" for r in stalled)
+            last = "; ".join(f"last heartbeat of rank {r} {now - seen[r][0]:.0f} s ago, during {seen[r][1]}" for r in stalled)
             cause = (f"{who} stopped responding ({last}): the process is stopped (SIGSTOP), deadlocked or dead")
         else:
             cause = (f"no heartbeat names a stalled rank; waiting for rank{'s' if len(others) > 1 else ''} "
                      f"{', '.join(map(str, others))} (slower, or failed)")
         what = " ".join(str(error).split())[:200]
         kind = "timed out" if "timed out" in what.lower() or "timeout" in what.lower() else "failed"
-        return (f"rank {self.rank}: a collective operation {kind} after at most --dist-timeout {self.timeout_s:g} s: "
+        return (f"rank {self.rank}: a collective operation {kind} (--dist-timeout {self.timeout_s:g} s): "
                 f"{cause}; check that process, or raise --dist-timeout. ({what})")
 
     def close(self) -> None:

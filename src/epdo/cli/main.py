@@ -50,6 +50,7 @@ def _models(args: argparse.Namespace) -> int:
         header = ["model", "params", "paper params", "ratio", "paper err %", "source"]
     print(format_table(header, rows, max_width=100))
     if not args.recipes:
+        print()
         print(textwrap.fill(
             "params: this implementation's parameter count; paper params and paper err %: the count and the test "
             "error (mean +- std over runs, clean test set) that the source reports; ratio = params / paper params. "
