@@ -536,7 +536,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], max_width
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     if max_width is not None:
         lead = sum(widths[:-1]) + 2 * (len(widths) - 1)
-        widths[-1] = max(min(widths[-1], max_width - lead), len(cells[0][-1]), 8)
+        widths[-1] = max(min(widths[-1], max_width - lead), len(cells[0][-1]))
     lines = []
     for k, r in enumerate(cells):
         last = textwrap.wrap(r[-1], widths[-1]) or [""] if max_width is not None else [r[-1]]
