@@ -148,20 +148,31 @@ def run(args: argparse.Namespace) -> int:
                               "interpolation": "epdo.fields.FieldType.transform: rot90 at multiples of 90, else bicubic",
                               "domain": "centre disc"}
     write_json(dest / f"equivariance-{name}.json", result)
-    _plot(rows, dest / f"equivariance-{name}.png", f"{source}: logits vs input rotation ({args.input} inputs, n={args.n})")
+    label = source if args.checkpoint is None else f"{name} ({args.checkpoint})"
+    _plot(rows, dest / f"equivariance-{name}.png", f"{label}\nlogits vs input rotation ({args.input} inputs, n={args.n})")
     print(f"wrote {dest / f'equivariance-{name}.json'}")
     return 0
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
+    """Error vs angle on a log axis; the identity (error 0 by definition) is left out, grid-exact angles are
+    squares, interpolated ones circles."""
     fig = new_figure()
     if fig is None:
         return
     ax = fig.axes[0]
-    a = [r["angle_deg"] for r in rows]
-    ax.plot(a, [max(r["rel_error"], 1e-17) for r in rows], marker="o", ms=3, label="relative logit error")
-    ax.set(xlabel="input rotation (degrees)", ylabel="||f(Rx) - f(x)|| / ||f(x)||", yscale="log", xlim=(0, 360))
+    errs = [max(r["rel_error"], 1e-16) for r in rows if r["angle_deg"] != 0.0]
+    log = bool(errs) and max(errs) > 10 * min(errs)  # a log axis only when the errors span more than a decade
+    for exact, marker, label in ((True, "s", "grid-exact rotation"), (False, "o", "interpolated rotation")):
+        pts = [(r["angle_deg"], max(r["rel_error"], 1e-16)) for r in rows if r["exact"] == exact and r["angle_deg"] != 0.0]
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, ls="none", ms=5, label=label)
+    ax.set(xlabel="input rotation (degrees)", ylabel="||f(Rx) - f(x)|| / ||f(x)||", yscale="log" if log else "linear",
+           xlim=(0, 360))
+    if not log:
+        ax.set_ylim(0, 1.1 * max(errs, default=1.0))
     ax.set_title(title, fontsize=9)
     ax.set_xticks(range(0, 361, 45))
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
