@@ -14,7 +14,7 @@ import textwrap
 from typing import Sequence
 
 from . import equivariance, evaluate, pde_show, train
-from .common import CLIError, HelpFormatter, format_table, plain_text, setup_logging
+from .common import CLIError, HelpFormatter, format_table, setup_logging
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
