@@ -138,3 +138,38 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+class _Store:
+    """The part of torch.distributed.TCPStore that the heartbeats use."""
+
+    def __init__(self, data: dict[str, str]) -> None:
+        self.data = dict(data)
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+    def check(self, keys: list[str]) -> bool:
+        return all(k in self.data for k in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.data[key].encode()
+
+
+def test_stall_report_names_the_ranks_whose_heartbeats_stopped():
+    import time
+
+    from epdo.cli.common import DistContext
+
+    now = time.time()
+    store = _Store({"epdo/heartbeat/0": f"{now} epoch 3, step 9", "epdo/heartbeat/1": f"{now - 40} epoch 3, step 2",
+                    "epdo/heartbeat/2": f"{now - 0.5} epoch 3, validation"})
+    ctx = DistContext(device=torch.device("cpu"), rank=0, world_size=4, timeout_s=30.0, store=store)
+    msg = ctx.stall_report(RuntimeError("[gloo] Timed out waiting 30000ms for recv operation to complete"))
+    assert msg.startswith("rank 0: a collective operation timed out (--dist-timeout 30 s): ranks 1, 3 stopped responding")
+    assert "rank 1 40 s ago, during epoch 3, step 2" in msg and "rank 3 sent no heartbeat" in msg
+    assert "rank 2" not in msg  # alive: it waits in the collective too
+    # no store (or no stale heartbeat): the other ranks are named as the ones waited for
+    ctx = DistContext(device=torch.device("cpu"), rank=1, world_size=3, timeout_s=5.0)
+    msg = ctx.stall_report(RuntimeError("Connection closed by peer"))
+    assert "collective operation failed" in msg and "waiting for ranks 0, 2" in msg

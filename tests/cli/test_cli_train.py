@@ -147,6 +147,7 @@ def test_weight_decay_groups():
         (["--model", "tiny-cnn", "--data", "sample", "--model-kw", "chanels=[4]"],
          "--model-kw: model 'tiny-cnn' accepts no keyword 'chanels'; accepted: "),
         (["--model", "tiny-cnn", "--epochs", "0"], "epochs must be positive"),
+        (["--model", "tiny-cnn", "--dist-timeout", "0"], "--dist-timeout must be a positive number of seconds, got 0"),
     ],
 )
 def test_user_errors_are_one_line(cli, capsys, tmp_path, argv, message):

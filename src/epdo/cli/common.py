@@ -169,10 +169,12 @@ class DistContext:
                     break
         others = [r for r in range(self.world_size) if r != self.rank]
         stale = max(3 * self.heartbeat_interval, 2.0)
-        stalled = [r for r in others if r in seen and now - seen[r][0] > stale]
+        # a live rank beats from setup_distributed on, so with heartbeats a rank that never beat is suspect too
+        stalled = [r for r in others if (r in seen and now - seen[r][0] > stale) or (seen and r not in seen)]
         if stalled:
             who = "rank" + ("s " if len(stalled) > 1 else " ") + ", ".join(map(str, stalled))
-            last = "; ".join(f"last heartbeat of rank {r} {now - seen[r][0]:.0f} s ago, during {seen[r][1]}" for r in stalled)
+            last = "; ".join(f"last heartbeat of rank {r} {now - seen[r][0]:.0f} s ago, during {seen[r][1]}" if r in seen
+                             else f"rank {r} sent no heartbeat" for r in stalled)
             cause = (f"{who} stopped responding ({last}): the process is stopped (SIGSTOP), deadlocked or dead")
         else:
             cause = (f"no heartbeat names a stalled rank; waiting for rank{'s' if len(others) > 1 else ''} "
