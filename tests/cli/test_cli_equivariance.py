@@ -8,30 +8,37 @@ import pytest
 import torch
 from torch import nn
 
-from epdo.cli.common import disk_mask, rotate
-from epdo.cli.equivariance import invariance_errors, make_inputs
+import epdo
+import epdo.models
+from epdo.cli.common import rotation
+from epdo.cli.equivariance import LogitsAsFields
+from epdo.data import rotate_images
 
 
-def test_rotate_conventions():
-    x = torch.rand(3, 2, 28, 28)
-    # counter-clockwise in the (x right, y up) frame: the top-right corner goes to the top-left
-    e = torch.zeros(1, 1, 5, 5)
-    e[0, 0, 0, 4] = 1.0
-    assert rotate(e, 90.0)[0, 0, 0, 0] == 1.0
-    assert torch.equal(rotate(x, 360.0), x) and torch.equal(rotate(x, -90.0), rotate(x, 270.0))
-    # the interpolating path agrees with rot90 at multiples of 90 degrees (pixel centres map to pixel centres)
-    for a in (90.0, 180.0, 270.0):
-        per_image = torch.full((3,), a)
-        torch.testing.assert_close(rotate(x, per_image), rotate(x, a), atol=1e-5, rtol=0)
+@pytest.mark.parametrize("shape", [(21, 41), (41, 21), (28, 28)])
+def test_cli_rotation_moves_a_pixel_where_the_maths_says(shape):
+    """Counter-clockwise about the centre ((H-1)/2, (W-1)/2) in the (x right, y up) frame: (x, y) goes to (-y, x)
+    under 90 degrees, on non-square images too (the command line's old copy put the pixel 2 rows off on 21 x 41)."""
+    h, w = shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    r, c = int(cy) - 3, int(cx) + 5
+    x = torch.zeros(1, 1, h, w)
+    x[0, 0, r, c] = 1.0
+    px, py = c - cx, cy - r  # the pixel in the (x right, y up) frame about the centre
+    for angle, (qx, qy) in ((90.0, (-py, px)), (180.0, (-px, -py)), (270.0, (py, -px))):
+        row, col = cy - qy, cx + qx
+        assert row == int(row) and col == int(col)
+        for a in (angle, torch.tensor([angle])):  # a number, or one angle per image (training augmentation)
+            y = rotation(a)(x)
+            assert y[0, 0, int(row), int(col)] == pytest.approx(1.0, abs=1e-5), (angle, row, col)
+            assert y.sum() == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(rotation(37.0)(x), rotate_images(x, torch.pi * 37.0 / 180.0), rtol=0, atol=0)
 
 
-def test_rotate_composes_on_smooth_images():
-    x = make_inputs("smooth", 2, (1, 28, 28), seed=0)
-    two_steps = rotate(rotate(x, 30.0), 60.0)
-    i = torch.arange(28).view(-1, 1) - 13.5
-    j = torch.arange(28).view(1, -1) - 13.5
-    inner = ((i**2 + j**2).sqrt() <= 11).float()  # away from the corners that rotate out of the image
-    assert ((two_steps - rotate(x, 90.0)).abs() * inner).max() < 0.03  # bilinear interpolation error only (measured 0.015)
+def test_the_cli_has_no_rotation_of_its_own():
+    import epdo.cli.common as common
+
+    assert not hasattr(common, "rotate")
 
 
 class _RadialPool(nn.Module):
@@ -45,12 +52,16 @@ class _RadialPool(nn.Module):
         return torch.stack([(x[:, 0] * (ring == r)).sum((-2, -1)) for r in range(10)], 1) + 1.0
 
 
-def test_invariance_errors_of_an_invariant_model():
-    x = make_inputs("smooth", 4, (1, 28, 28), seed=1)
-    rows = invariance_errors(_RadialPool(), x, [0.0, 45.0, 90.0, 180.0, 270.0])
-    exact = [r["max_rel_error"] for r in rows if r["angle_deg"] % 90 == 0]
-    assert max(exact) < 1e-6
-    assert 0 < rows[1]["max_rel_error"] < 0.1  # interpolation only
+def test_logits_adapter_through_check_equivariance():
+    """The command line measures with epdo.check_equivariance: an exactly grid-invariant model has zero error at
+    multiples of 90 degrees, small interpolation error at 45 degrees; a plain CNN is visibly not invariant."""
+    adapter = LogitsAsFields(_RadialPool(), 8, 10, (28, 28))
+    report = epdo.check_equivariance(adapter, input="smooth", size=28, batch=4)
+    assert [r.angle for r in report] == [45.0 * k for k in range(8)]
+    assert report.max_error(exact_only=True) < 1e-12
+    assert 0 < max(r.error for r in report if not r.exact) < 0.05  # bicubic interpolation only
+    cnn = LogitsAsFields(epdo.models.create("tiny-cnn").double().eval(), 4, 10, (28, 28))
+    assert epdo.check_equivariance(cnn, input="smooth", size=28, batch=4).max_error(exact_only=True) > 1e-3
 
 
 def test_equivariance_command(cli, tmp_path, capsys):
@@ -59,8 +70,8 @@ def test_equivariance_command(cli, tmp_path, capsys):
     assert "angle(deg)" in out and "90.00" in out
     res = json.loads((tmp_path / "equivariance-tiny-cnn.json").read_text())
     assert [r["angle_deg"] for r in res["angles"]] == [0.0, 90.0, 180.0, 270.0]
-    assert res["angles"][0]["max_rel_error"] == 0.0
-    assert res["angles"][1]["mean_rel_error"] > 1e-4  # a plain CNN is not invariant
+    assert res["angles"][0]["rel_error"] == 0.0 and all(r["exact"] for r in res["angles"])
+    assert res["angles"][1]["rel_error"] > 1e-4  # a plain CNN is not invariant
     assert (tmp_path / "equivariance-tiny-cnn.png").exists()
 
 
@@ -76,3 +87,12 @@ def test_equivariance_errors(cli, capsys):
         cli("equivariance", "--angles", "4")  # --model or --checkpoint required
     assert cli("equivariance", "--model", "tiny-cnm") == 2
     assert "Did you mean: tiny-cnn" in capsys.readouterr().err
+    assert cli("equivariance", "--model", "tiny-cnn", "--model-kw", "widht=3") == 2
+    err = capsys.readouterr().err
+    assert "accepts no keyword 'widht'; accepted:" in err and "channels" in err
+
+
+def test_equivariance_default_output_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("-q", "equivariance", "--model", "tiny-cnn", "--angles", "2", "--n", "2") == 0
+    assert (tmp_path / "runs" / "equivariance-tiny-cnn" / "equivariance-tiny-cnn.json").is_file()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -37,9 +35,9 @@ def _fake_perturb(monkeypatch):
         calls.append((scenario, float(noise[0, 0, 0, 0])))
         return (images + 0.2 * noise).clamp(0, 1)
 
-    mod = types.ModuleType("epdo.data.perturb")
-    mod.apply_scenario = apply_scenario
-    monkeypatch.setitem(sys.modules, "epdo.data.perturb", mod)
+    import epdo.cli.evaluate
+
+    monkeypatch.setattr(epdo.cli.evaluate, "apply_scenario", apply_scenario)
     return calls
 
 
@@ -61,7 +59,6 @@ def test_scenario_mean_and_std_over_draws(cli, trained_run, tmp_path, monkeypatc
 
 
 def test_scenario_with_the_real_perturbations(cli, trained_run, tmp_path):
-    pytest.importorskip("epdo.data.perturb")
     for scenario in ("test", "sca"):
         assert cli("-q", "evaluate", "--checkpoint", trained_run / "best.pt", "--limit", "100", "--scenario", scenario,
                    "--draws", "2", "--out", tmp_path) == 0
@@ -69,10 +66,47 @@ def test_scenario_with_the_real_perturbations(cli, trained_run, tmp_path):
     assert test["scenario"]["errors"][0] == test["scenario"]["errors"][1] == test["error"]  # "test" is unperturbed
 
 
-def test_missing_perturb_module_is_a_user_error(cli, trained_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "epdo.data.perturb", None)  # import fails
-    assert cli("evaluate", "--checkpoint", trained_run / "best.pt", "--scenario", "iso", "--out", tmp_path) == 2
-    assert "--scenario needs epdo.data.perturb" in capsys.readouterr().err
+def test_default_output_is_a_run_folder_not_the_checkpoint_folder(cli, trained_run, tmp_path, monkeypatch, capsys):
+    """Without --out the JSON/PNG go to runs/evaluate-<model> under the working directory; the checkpoint's
+    folder (which may be the source tree or the installed package) gets nothing."""
+    before = sorted(p.name for p in trained_run.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli("-q", "evaluate", "--checkpoint", trained_run / "best.pt", "--limit", "50", "--rotations", "2") == 0
+    assert sorted(p.name for p in trained_run.iterdir()) == before
+    dest = work / "runs" / "evaluate-tiny-cnn"
+    assert sorted(p.name for p in dest.iterdir()) == ["eval-sample-test-rot2.json", "eval-sample-test-rot2.png"]
+    out = capsys.readouterr().out
+    assert "eval-sample-test-rot2.json" in out
+
+
+def test_progress_and_results_streams(cli, trained_run, tmp_path, capsys):
+    """Results (the rotation table, row by row) on stdout; progress bars on stderr."""
+    assert cli("evaluate", "--checkpoint", trained_run / "best.pt", "--limit", "60", "--batch-size", "20",
+               "--rotations", "3", "--progress", "--out", tmp_path) == 0
+    cap = capsys.readouterr()
+    assert "angle(deg)  accuracy(%)" in cap.out and "120.00" in cap.out
+    assert "angle 3/3:" in cap.err and "/60 [" in cap.err and "angle 3/3" not in cap.out
+    assert "evaluating tiny-cnn on sample (replica) (test, 60 images; 4 passes)" in cap.err
+
+
+def test_rotated_accuracy_uses_the_library_rotation(cli, trained_run, tmp_path, monkeypatch):
+    """The accuracy at angle a is the accuracy on epdo.data.rotate_images(x, a) (one rotation in the library)."""
+    import math
+
+    import epdo.models as models
+    from epdo.data import get_dataset, rotate_images
+
+    assert cli("-q", "evaluate", "--checkpoint", trained_run / "best.pt", "--limit", "100", "--rotations", "8",
+               "--out", tmp_path) == 0
+    rot = json.loads((tmp_path / "eval-sample-test-rot8.json").read_text())["rotations"]
+    model = models.load(trained_run / "best.pt")
+    ds = get_dataset("sample", "test")
+    x, y = ds.images[:100], ds.labels[:100]
+    with torch.no_grad():
+        acc = 100.0 * (model(rotate_images(x, math.radians(135.0))).argmax(1) == y).double().mean().item()
+    assert rot["angles_deg"][3] == 135.0 and rot["accuracy"][3] == pytest.approx(acc, abs=1e-9)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", None])
@@ -90,3 +124,19 @@ def test_bad_options(cli, trained_run, capsys):
     assert cli("evaluate", "--checkpoint", trained_run / "best.pt", "--rotations", "4", "--scenario", "iso") == 2
     assert cli("evaluate", "--checkpoint", trained_run / "best.pt", "--device", "cuda:7" if not torch.cuda.is_available() else "tpu") == 2
     assert capsys.readouterr().err.count("error:") == 3
+
+
+def test_rotation_plot_has_a_sensible_floor(monkeypatch, tmp_path):
+    """98.2-98.3 % accuracies on an axis from 50 to 100 %, not autoscaled to look like a cliff; low accuracies on
+    an axis from 0 with the chance level drawn."""
+    import epdo.cli.evaluate as ev
+
+    figs = []
+    monkeypatch.setattr(ev, "save_figure", lambda fig, path: figs.append(fig))
+    ev._plot_rotations([0.0, 90.0, 180.0, 270.0], [98.2, 98.3, 98.25, 98.22], tmp_path / "a.png", "m on d", 10)
+    ax = figs[-1].axes[0]
+    assert ax.get_ylim()[0] == 50.0 and ax.get_ylim()[1] >= 100.0 and ax.get_title() == "m on d"
+    ev._plot_rotations([0.0, 180.0], [11.0, 8.0], tmp_path / "b.png", "m on d", 10)
+    ax = figs[-1].axes[0]
+    assert ax.get_ylim()[0] == 0.0
+    assert any(list(line.get_ydata()) == [10.0, 10.0] for line in ax.get_lines())  # chance level

@@ -10,18 +10,41 @@ import pytest
 import epdo.models as models
 
 
+def _table(out: str) -> list[str]:
+    return out.split("\n\n")[0].splitlines()
+
+
 def test_models_table(cli, capsys):
+    """At most 100 columns, every column named, the papers' test errors next to their parameter counts."""
     assert cli("models") == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["model", "params", "paper", "ratio"]
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    lines = _table(out)
+    header = [h.strip() for h in lines[0].split("  ") if h.strip()]
+    assert header == ["model", "params", "paper params", "ratio", "paper err %", "source"]
     assert len(lines) == 2 + len(models.list())
+    rule = lines[1].split()
+    assert len(rule) == len(header)  # one named column per rule segment
     row = next(line for line in lines if line.startswith("vanilla-cnn "))
-    assert "1,073,098" in row and "1,100,000" in row and "0.976" in row and "Table 2" in row
+    info = models.get_model_info("vanilla-cnn")
+    assert "1,073,098" in row and f"{info.paper_params:,}" in row and "0.976" in row and "Table 2" in row
+    assert "1.96 +- 0.06" in row and "1.96" in info.paper_error  # the paper's error, next to its count
+    eq = next(line for line in lines if line.startswith("eqpdenet-h64 "))
+    assert "17.3 +- 0.7" in eq and "Lagrave 2021" in eq
+    assert "He 2023: He et al." in out.replace("\n", " ")
+
+
+def test_models_recipes(cli, capsys):
+    assert cli("models", "--recipes", "tiny-*") == 0
+    lines = _table(capsys.readouterr().out)
+    assert lines[0].split()[-5:] == ["optimizer", "lr", "schedule", "epochs", "batch"]
+    t = models.get_model_info("tiny-cnn").train
+    assert lines[2].split()[-5:] == [t.optimizer, f"{t.lr:g}", t.schedule, str(t.epochs), str(t.batch_size)]
 
 
 def test_models_pattern(cli, capsys):
     assert cli("models", "tiny-*") == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert len(_table(capsys.readouterr().out)) == 3
     assert cli("models", "nothing-*") == 2
 
 
@@ -33,10 +56,12 @@ def test_help(cli, capsys):
     assert all(cmd in out for cmd in ("train", "evaluate", "equivariance", "models"))
 
 
-def test_python_dash_m():
-    r = subprocess.run([sys.executable, "-m", "epdo", "train", "--model", "nope", "--out", "unused"], capture_output=True, text=True, timeout=120)
+def test_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "epdo", "train", "--model", "nope", "--out", "unused"], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith("epdo train: error: unknown model 'nope'")
     assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty --out folder
 
 
 def test_build_ext_reports_failure(cli, capsys, monkeypatch):

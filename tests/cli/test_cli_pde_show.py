@@ -36,13 +36,16 @@ def test_pde_show_writes_three_pngs(cli, eqpdenet_run, tmp_path, capsys):
     assert all(str(out / name) in printed for name in PNGS)
 
 
-def test_pde_show_defaults_to_the_checkpoint_folder_and_takes_indices(cli, eqpdenet_run, tmp_path):
+def test_pde_show_defaults_to_a_run_folder_and_takes_indices(cli, eqpdenet_run, tmp_path, monkeypatch):
     import shutil
 
-    ckpt = tmp_path / "copy.pt"
+    ckpt = tmp_path / "ckpt" / "copy.pt"
+    ckpt.parent.mkdir()
     shutil.copy(eqpdenet_run / "best.pt", ckpt)
+    monkeypatch.chdir(tmp_path)
     assert cli("-q", "pde-show", "--checkpoint", ckpt, "--indices", "0", "3", "--data", "sample") == 0
-    assert all(_is_png(tmp_path / name) for name in PNGS)
+    assert all(_is_png(tmp_path / "runs" / "pde-show-eqpdenet-h16" / name) for name in PNGS)
+    assert [p.name for p in ckpt.parent.iterdir()] == ["copy.pt"]  # nothing beside the checkpoint
 
 
 def test_pde_show_without_a_pde_layer(cli, trained_run, tmp_path, capsys):

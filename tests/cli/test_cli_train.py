@@ -144,6 +144,10 @@ def test_weight_decay_groups():
         (["--model", "tiny-cnn", "--model-kw", "dropout"], "--model-kw expects KEY=VALUE"),
         (["--model", "tiny-cnn", "--model-kw", "activation='gelu'"], "activation must be one of"),
         (["--model", "tiny-cnn", "--batch-size", "0"], "batch_size must be positive"),
+        (["--model", "tiny-cnn", "--data", "sample", "--model-kw", "chanels=[4]"],
+         "--model-kw: model 'tiny-cnn' accepts no keyword 'chanels'; accepted: "),
+        (["--model", "tiny-cnn", "--epochs", "0"], "epochs must be positive"),
+        (["--model", "tiny-cnn", "--dist-timeout", "0"], "--dist-timeout must be a positive number of seconds, got 0"),
     ],
 )
 def test_user_errors_are_one_line(cli, capsys, tmp_path, argv, message):
@@ -151,6 +155,74 @@ def test_user_errors_are_one_line(cli, capsys, tmp_path, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("epdo train: error: ") and message in err[-1], err
     assert not any("Traceback" in line for line in err)
+    assert not (tmp_path / "run").exists()  # a run that never started leaves no empty --out folder
+
+
+def test_unknown_model_keyword_lists_the_accepted_ones(cli, capsys, tmp_path):
+    assert cli("train", "--model", "tiny-cnn", "--data", "sample", "--model-kw", "chanels=[4]", "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    accepted = err.split("accepted: ")[1].strip().split(", ")
+    assert {"channels", "dropout", "kernel_size", "batch_norm"} <= set(accepted)
+
+
+def test_metrics_go_to_stdout_and_the_log_file(cli, fast_args, tmp_path, capsys):
+    """``epdo train ... > log`` captures the per-epoch lines; progress bars go to stderr only; "1 epoch"."""
+    out = tmp_path / "run"
+    assert cli("train", *fast_args, "--limit-train", "64", "--epochs", "1", "--out", out, "--progress") == 0
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert any(line.startswith("epoch 1/1  lr ") and "valid loss" in line for line in lines)
+    assert any(line.startswith("test error ") for line in lines)
+    assert ", 1 epoch, batch" in cap.out and "1 epochs" not in cap.out
+    assert "epoch 1/1:" in cap.err and "batch/s" in cap.err  # the tqdm bar
+    assert "epoch 1/1:" not in cap.out and "\r" not in cap.out
+    log = (out / "train.log").read_text().splitlines()
+    assert log == [line for line in lines if not line.startswith("wrote ")]
+
+
+def test_ctrl_c_says_how_to_resume(cli, fast_args, trained_run, metrics_of, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first epoch prints the exact command that resumes; running it finishes the run as if it
+    had never stopped."""
+    import shlex
+
+    import epdo.cli.train as train
+
+    out = tmp_path / "run"
+    real = train.append_jsonl
+
+    def interrupt_after_epoch_1(path, row):
+        real(path, row)
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "append_jsonl", interrupt_after_epoch_1)
+    assert cli("-q", "train", *fast_args, "--epochs", "2", "--out", out) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("epdo train: interrupted; ") and "resume with: epdo " in err, err
+    command = err.split("resume with: epdo ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[-1] == "--resume" and str(out) in argv
+    monkeypatch.setattr(train, "append_jsonl", real)
+    assert cli(*argv) == 0
+    assert metrics_of(out) == metrics_of(trained_run)
+
+
+def test_curves_have_markers_integer_epochs_linear_error_and_a_title(fast_args, tmp_path, monkeypatch):
+    import epdo.cli.train as train
+
+    figs = []
+    monkeypatch.setattr(train, "save_figure", lambda fig, path: figs.append(fig))
+    row = {"epoch": 1, "train_loss": 2.2, "valid_loss": 2.3, "train_acc": 19.0, "valid_error": 86.0}
+    train._plot_curves([row], tmp_path / "c.png", "tiny-cnn on sample (replica)", "epdo train --model tiny-cnn")
+    fig = figs[-1]
+    assert "tiny-cnn on sample (replica)" in fig._suptitle.get_text() and "epdo train" in fig._suptitle.get_text()
+    for ax in fig.axes:
+        assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0.0
+        assert list(ax.get_xticks()) == [1.0]  # no fractional epochs
+        assert all(line.get_marker() == "o" for line in ax.get_lines())  # one epoch still shows points
+    rows = [dict(row, epoch=e) for e in range(1, 31)]
+    train._plot_curves(rows, tmp_path / "c.png", "t")
+    assert all(float(t).is_integer() for t in figs[-1].axes[1].get_xticks())
 
 
 def test_resume_errors(cli, capsys, fast_args, trained_run, tmp_path):
@@ -168,6 +240,36 @@ def test_resume_errors(cli, capsys, fast_args, trained_run, tmp_path):
     (bad / "last.pt").write_bytes(b"\x00" * 100)
     assert cli("train", "--resume", "--out", bad) == 2
     assert f"{bad / 'last.pt'}: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_choices_come_from_the_registries():
+    """--data, --optimizer and --schedule offer exactly the names of epdo.data, epdo.optim (one registry each)."""
+    import argparse
+
+    import epdo.data
+    import epdo.optim
+    from epdo.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd in ("train", "evaluate", "equivariance", "pde-show"):
+        opts = {a.dest: a for a in sub.choices[cmd]._actions}
+        assert tuple(opts["data"].choices) == epdo.data.DATASETS, cmd
+    opts = {a.dest: a for a in sub.choices["train"]._actions}
+    assert tuple(opts["optimizer"].choices) == tuple(epdo.optim.OPTIMIZERS)
+    assert tuple(opts["schedule"].choices) == epdo.optim.SCHEDULES
+    # every optimizer the registry offers builds, with the recipe's learning rate
+    for name in epdo.optim.OPTIMIZERS:
+        opt = epdo.optim.build_optimizer(models.create("tiny-cnn"), models.TrainDefaults(optimizer=name, lr=0.25))
+        assert all(g["lr"] == 0.25 for g in opt.param_groups)
+
+
+def test_help_has_no_rest_markup(cli, capsys):
+    for cmd in ("train", "evaluate", "equivariance", "pde-show", "models", "build-ext"):
+        with pytest.raises(SystemExit):
+            cli(cmd, "--help")
+        out = capsys.readouterr().out
+        assert "``" not in out and ":func:" not in out and ":mod:" not in out, cmd
 
 
 def test_bad_choice_exits_2(cli):

@@ -1,16 +1,25 @@
-"""Helpers shared by the ``epdo`` subcommands: errors, devices, torch.distributed, seeding and RNG
-state, data access, evaluation, image rotation, atomic JSON files and plots."""
+"""Helpers shared by the ``epdo`` subcommands: errors, output streams, devices, torch.distributed (with a
+timeout and a report of the rank that stalled), seeding and RNG state, data access, evaluation, atomic JSON
+files, plots and help text.
+
+Output convention: results and per-epoch metrics go to stdout (so ``epdo train ... > log`` captures them),
+progress bars and informational messages to stderr. Images are rotated by :func:`epdo.data.rotate_images`
+(the one image rotation of the library) and equivariance is measured by :func:`epdo.check_equivariance`."""
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import inspect
 import json
 import logging
-import math
 import os
 import platform
 import random
+import re
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -24,8 +33,9 @@ from epdo._machine import cpu_model, neural_epdo_kernel
 
 logger = logging.getLogger("epdo.cli")
 
-DATA_NAMES = ("rotmnist-replica", "rotmnist", "mnist", "fashion-mnist", "sample")
-SPLITS = ("train", "valid", "test")
+#: default of ``--dist-timeout``: seconds a process waits for its peers in a collective before giving up
+DEFAULT_DIST_TIMEOUT_S = 300.0
+
 
 
 class CLIError(Exception):
@@ -73,6 +83,11 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False
+    timeout_s: float = DEFAULT_DIST_TIMEOUT_S
+    store: Any = field(default=None, repr=False)  # a TCPStore client for heartbeats (None: no heartbeats)
+    _where: str = field(default="start", repr=False)
+    _beat_thread: Any = field(default=None, repr=False)
+    _stop_beats: Any = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -109,12 +124,84 @@ class DistContext:
             for b in module.buffers():
                 dist.broadcast(b.data, src=0)
 
+    def heartbeat(self, where: str) -> None:
+        """Say where this rank is (e.g. ``"epoch 2, step 7"``): sent with the next heartbeat."""
+        self._where = where
+
+    def start_heartbeats(self) -> None:
+        """A daemon thread writes ``(time, where)`` to the store every ``interval`` s while the process runs;
+        a stopped (SIGSTOP), deadlocked or dead process stops beating, one waiting in a collective does not."""
+        if self.store is None or self._beat_thread is not None:
+            return
+        import threading
+
+        self._stop_beats = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.store.set(f"epdo/heartbeat/{self.rank}", f"{time.time():.3f} {self._where}")
+                except RuntimeError:  # the store's host went away: the collective error that follows says why
+                    return
+                if self._stop_beats.wait(self.heartbeat_interval):
+                    return
+
+        self._beat_thread = threading.Thread(target=beat, name=f"epdo-heartbeat-{self.rank}", daemon=True)
+        self._beat_thread.start()
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return min(1.0, self.timeout_s / 10)
+
+    def stall_report(self, error: BaseException) -> str:
+        """A one-line message for a collective that failed or timed out, naming the ranks whose heartbeats
+        stopped (all other ranks when there are no heartbeats or all of them are alive)."""
+        now = time.time()
+        seen: dict[int, tuple[float, str]] = {}
+        if self.store is not None:
+            for r in range(self.world_size):
+                key = f"epdo/heartbeat/{r}"
+                try:
+                    if self.store.check([key]):
+                        t, _, where = self.store.get(key).decode().partition(" ")
+                        seen[r] = (float(t), where)
+                except (RuntimeError, ValueError):
+                    break
+        others = [r for r in range(self.world_size) if r != self.rank]
+        stale = max(3 * self.heartbeat_interval, 2.0)
+        # a live rank beats from setup_distributed on, so with heartbeats a rank that never beat is suspect too
+        stalled = [r for r in others if (r in seen and now - seen[r][0] > stale) or (seen and r not in seen)]
+        if stalled:
+            who = "rank" + ("s " if len(stalled) > 1 else " ") + ", ".join(map(str, stalled))
+            last = "; ".join(f"last heartbeat of rank {r} {now - seen[r][0]:.0f} s ago, during {seen[r][1]}" if r in seen
+                             else f"rank {r} sent no heartbeat" for r in stalled)
+            cause = (f"{who} stopped responding ({last}): the process is stopped (SIGSTOP), deadlocked or dead")
+        else:
+            cause = (f"no heartbeat names a stalled rank; waiting for rank{'s' if len(others) > 1 else ''} "
+                     f"{', '.join(map(str, others))} (slower, or failed)")
+        what = " ".join(str(error).split())[:200]
+        kind = "timed out" if "timed out" in what.lower() or "timeout" in what.lower() else "failed"
+        return (f"rank {self.rank}: a collective operation {kind} (--dist-timeout {self.timeout_s:g} s): "
+                f"{cause}; check that process, or raise --dist-timeout. ({what})")
+
     def close(self) -> None:
+        if self._stop_beats is not None:
+            self._stop_beats.set()
         if self.owns_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
             self.owns_group = False
+
+
+def is_collective_error(e: BaseException) -> bool:
+    """Whether ``e`` comes from torch.distributed (a timeout, a peer that went away), not from the model."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    msg = str(e).lower()
+    return any(k in msg for k in ("gloo", "nccl", "timed out", "connection reset", "connection closed", "broken pipe"))
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -135,11 +222,17 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def setup_distributed(device_spec: str) -> DistContext:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): NCCL on GPUs, gloo on CPU."""
+def setup_distributed(device_spec: str, timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> DistContext:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): NCCL on GPUs, gloo on CPU.
+
+    Collectives that wait longer than ``timeout_s`` seconds for a peer raise (torch's default is 30 min);
+    every rank writes heartbeats to the launcher's TCP store so that the error can name the rank that stalled.
+    """
+    if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
+        raise CLIError(f"--dist-timeout must be a positive number of seconds, got {timeout_s!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistContext(device=resolve_device(device_spec))
+        return DistContext(device=resolve_device(device_spec), timeout_s=float(timeout_s))
     import torch.distributed as dist
 
     rank = int(os.environ["RANK"])
@@ -148,10 +241,21 @@ def setup_distributed(device_spec: str) -> DistContext:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owns = False
+    timeout = datetime.timedelta(seconds=float(timeout_s))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
         owns = True
-    return DistContext(device=device, rank=rank, world_size=world, local_rank=local_rank, owns_group=owns)
+    store = None
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        try:
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                  timeout=datetime.timedelta(seconds=min(10.0, float(timeout_s))), wait_for_workers=False)
+        except (RuntimeError, ValueError) as e:
+            logger.debug("no heartbeat store (%s): a timeout will not name the stalled rank", e)
+    ctx = DistContext(device=device, rank=rank, world_size=world, local_rank=local_rank, owns_group=owns,
+                      timeout_s=float(timeout_s), store=store)
+    ctx.start_heartbeats()
+    return ctx
 
 
 def machine_info(ctx: DistContext) -> dict[str, Any]:
@@ -274,6 +378,14 @@ class IndexedBatches(torch.utils.data.Dataset):
 # evaluation
 
 
+def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", enabled: bool | None = None, unit: str = "it"):
+    """A tqdm bar on stderr; ``enabled=None``: only when stderr is a terminal (``--progress`` / ``--no-progress``)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit=unit, file=sys.stderr,
+                disable=None if enabled is None else not enabled)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -283,11 +395,15 @@ def evaluate(
     ctx: DistContext | None = None,
     batch_size: int = 500,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool | None = False,
+    desc: str = "evaluate",
 ) -> tuple[float, float, int]:
     """``(mean cross-entropy, error in %, n)`` of ``model`` (switched to eval mode).
 
+    ``transform`` (e.g. a rotation) is applied to each batch on the CPU, before it moves to ``device``.
     With a distributed ``ctx`` each rank takes the samples ``rank::world_size`` and the sums are
     all-reduced, so the result equals the single-process one (up to float summation order).
+    ``progress``: a bar over the images on stderr (``None``: when stderr is a terminal).
     """
     was_training = model.training
     model.eval()
@@ -296,15 +412,19 @@ def evaluate(
         idx = idx[ctx.rank :: ctx.world_size]
     loss_sum = torch.zeros((), dtype=torch.float64)
     wrong = torch.zeros((), dtype=torch.int64)
+    bar = progress_bar(total=len(idx), desc=desc, enabled=progress, unit="img")
     for k in range(0, len(idx), batch_size):
         b = idx[k : k + batch_size]
-        x = images[b].to(device, non_blocking=True)
-        y = labels[b].to(device, non_blocking=True)
+        x = images[b]
         if transform is not None:
             x = transform(x)
+        x = x.to(device, non_blocking=True)
+        y = labels[b].to(device, non_blocking=True)
         logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
         wrong += (logits.argmax(dim=1) != y).sum().cpu()
+        bar.update(len(b))
+    bar.close()
     model.train(was_training)
     if ctx is not None:
         loss_total, wrong_total, n = ctx.all_reduce_sum([loss_sum, wrong, len(idx)])
@@ -316,27 +436,17 @@ def evaluate(
     return loss_total / n, 100.0 * wrong_total / n, n
 
 
+def rotation(angle_deg: float | torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> epdo.data.rotate_images(x, angle)``: counter-clockwise by ``angle_deg`` degrees (a number, or one
+    per image) about the image centre, bilinear, zero fill, in the (x right, y up) frame of docs/design.md."""
+    from epdo.data import rotate_images
+
+    rad = angle_deg * (torch.pi / 180.0) if torch.is_tensor(angle_deg) else float(angle_deg) * (torch.pi / 180.0)
+    return lambda x: rotate_images(x, rad)
+
+
 # ----------------------------------------------------------------------------------------------
-# image rotation (counter-clockwise in the x-right, y-up frame of docs/design.md)
-
-
-def rotate(x: torch.Tensor, angle_deg: float | torch.Tensor) -> torch.Tensor:
-    """Rotate ``(B, C, H, W)`` images counter-clockwise about the centre by ``angle_deg`` degrees.
-
-    A scalar multiple of 90 degrees uses ``torch.rot90`` (exact); otherwise bilinear
-    ``grid_sample`` with zero fill. ``angle_deg`` may be a ``(B,)`` tensor (one angle per image).
-    """
-    if not torch.is_tensor(angle_deg) or angle_deg.dim() == 0:
-        a = float(angle_deg) % 360.0
-        if a % 90.0 == 0.0 and x.shape[-1] == x.shape[-2]:
-            return torch.rot90(x, k=int(a // 90), dims=(-2, -1))
-        angle_deg = torch.full((x.shape[0],), a, dtype=torch.float64)
-    theta_rad = angle_deg.to(torch.float64).reshape(-1) * (math.pi / 180.0)
-    c, s = torch.cos(theta_rad), torch.sin(theta_rad)
-    # output pixel p samples the input at R(-theta) p; the y axis of the sampling grid points down
-    theta = torch.stack([torch.stack([c, -s, torch.zeros_like(c)], 1), torch.stack([s, c, torch.zeros_like(c)], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype).to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+# image masks
 
 
 def disk_mask(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -412,18 +522,120 @@ def format_count(n: int | None) -> str:
     return str(n)
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int | None = None) -> str:
+    """A plain-text table with a rule under the header. With ``max_width``, the last column is wrapped so that
+    no line is longer (continuation lines are indented to that column).
+
+    >>> print(format_table(["a", "bb"], [[1, "x y z"]], max_width=6))
+    a  bb
+    -  ---
+    1  x y
+       z
+    """
+    import textwrap
+
     cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    if max_width is not None:
+        lead = sum(widths[:-1]) + 2 * (len(widths) - 1)
+        widths[-1] = max(min(widths[-1], max_width - lead), len(cells[0][-1]))
+    lines = []
+    for k, r in enumerate(cells):
+        last = textwrap.wrap(r[-1], widths[-1]) or [""] if max_width is not None else [r[-1]]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1] + [last[0]], widths)).rstrip())
+        lines.extend((" " * (sum(widths[:-1]) + 2 * (len(widths) - 1)) + more).rstrip() for more in last[1:])
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (call it only once the run has started: a command that fails on its
+    arguments leaves no empty folder behind)."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CLIError(f"cannot create output folder {p}: {e.strerror or e}") from None
     return p
+
+
+def default_run_dir(kind: str, name: str) -> Path:
+    """``runs/<kind>-<name>`` under the working directory: where ``evaluate`` and ``equivariance`` write without
+    ``--out`` (never beside a checkpoint, which may be a file shipped in the package or the source tree)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+    return Path("runs") / f"{kind}-{safe}"
+
+
+def plural(n: int, word: str) -> str:
+    """``plural(1, "epoch") == "1 epoch"``, ``plural(2, "epoch") == "2 epochs"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def accepted_keywords(name: str) -> list[str]:
+    """The keyword arguments model ``name`` accepts: the parameters of its class's ``__init__`` (the registry's
+    builders pass ``**kwargs`` through to it)."""
+    import epdo.models as models
+
+    model = models.create(name)
+    params = inspect.signature(type(model).__init__).parameters.values()
+    return sorted(p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def build_model(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``epdo.models.create(name, **kwargs)``; a keyword the model does not take is a :class:`CLIError` that
+    lists the accepted ones, other bad values are a :class:`CLIError` naming the model and the keywords."""
+    import epdo.models as models
+
+    models.get_model_info(name)  # an unknown name: UnknownModelError (with close matches)
+    try:
+        return models.create(name, **kwargs)
+    except (TypeError, ValueError) as e:
+        accepted = accepted_keywords(name)
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise CLIError(f"--model-kw: model {name!r} accepts no keyword {', '.join(map(repr, unknown))}; "
+                           f"accepted: {', '.join(accepted)}") from None
+        raise CLIError(f"cannot build model {name!r} with --model-kw {kwargs}: {e}") from None
+
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+
+
+def plain_text(text: str) -> str:
+    """reStructuredText markup of docstrings as plain text for ``--help``: ``:func:`~a.b``` -> ``a.b``,
+    double backticks -> nothing, ``**bold**`` -> ``bold``.
+
+    >>> plain_text("Writes ``metrics.jsonl`` (:func:`~epdo.pde.show.pde_show`), **two** files")
+    'Writes metrics.jsonl (epdo.pde.show.pde_show), two files'
+    """
+    text = _ROLE.sub(r"\1", text)
+    text = re.sub(r"``(.+?)``", r"\1", text, flags=re.S)
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", text, flags=re.S)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the layout of the descriptions (module docstrings) and strips their reST markup."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
+class RunLog:
+    """Result lines of a command: to stdout (flushed, so ``epdo train ... > log`` captures them) and, once
+    :meth:`attach` names a file, appended to it as well (e.g. ``OUT/train.log``)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+
+    def attach(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __call__(self, line: str = "") -> None:
+        print(line, file=sys.stdout, flush=True)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")

@@ -1,44 +1,53 @@
 """``epdo equivariance``: how invariant a whole model's logits are to rotations of the input image.
 
-For each angle ``theta`` the relative error ``|f(R_theta x) - f(x)| / |f(x)|`` (Euclidean norm over
-the logits of each image) is reported, mean and max over the images. Inputs are restricted to the
-centre disk so that rotating them loses no content; multiples of 90 degrees are exact grid
-rotations (``torch.rot90``), other angles bilinear interpolation, whose error an equivariant model
-also sees.
+The model is measured by :func:`epdo.check_equivariance` as a map from a scalar field on the plane (the
+image, masked to its centre disc so that rotating it loses no content) to ``num_classes`` scalar fields on
+a 1 x 1 image (the logits), for the rotations by ``360 k / K`` degrees (the elements of C_K). The number per
+angle is the relative error ``||f(R x) - f(x)|| / ||f(x)||`` over the ``--n`` input images: 0 for an
+invariant model; multiples of 90 degrees are exact grid rotations, other angles bicubic interpolation,
+whose error an equivariant model also sees. Inputs: smooth random fields (default; the meaningful input at
+non-grid angles), i.i.d. noise, or test images (``--input data``).
+
+Results go to stdout, the JSON and PNG to ``--out`` (default ``runs/equivariance-<model>`` in the working
+directory, never beside the checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import epdo.models as models
+from epdo import check_equivariance, fields, groups
+from epdo.data import DATASETS
+from epdo.equivariance import EquivarianceReport, EquivarianceRow
 
 from .common import (
-    DATA_NAMES,
     CLIError,
+    build_model,
     dataset_tensors,
+    default_run_dir,
     disk_mask,
     format_table,
     load_split,
     new_figure,
     out_dir,
     parse_model_kwargs,
+    progress_bar,
     resolve_device,
-    rotate,
     save_figure,
     write_json,
 )
 
 logger = logging.getLogger("epdo.cli.equivariance")
 
-INPUTS = ("random", "smooth", "data")
+INPUTS = ("smooth", "random", "data")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,45 +56,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", help="checkpoint file")
     p.add_argument("--model-kw", action="append", metavar="KEY=VALUE", help="model keyword argument (with --model)")
     p.add_argument("--angles", type=int, default=16, help="number of angles in [0, 360) (default 16)")
-    p.add_argument("--input", choices=INPUTS, default="smooth", help="random noise, smoothed noise or --data test images (default smooth)")
-    p.add_argument("--data", choices=DATA_NAMES, default="sample", help="dataset for --input data (default sample)")
+    p.add_argument("--input", choices=INPUTS, default="smooth",
+                   help="smooth random fields, i.i.d. noise, or --data test images (default smooth)")
+    p.add_argument("--data", choices=DATASETS, default="sample", help="dataset for --input data (default sample)")
     p.add_argument("--n", type=int, default=16, help="number of input images (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model initialisation and the inputs (default 0)")
-    p.add_argument("--out", help="folder for the JSON/PNG (default: the checkpoint's folder, else no files)")
+    p.add_argument("--out", help="folder for the JSON/PNG (default runs/equivariance-MODEL in the working directory)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar on stderr (default: when stderr is a terminal)")
 
 
-def make_inputs(kind: str, n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """``n`` images of ``shape`` in [0, 1]: uniform noise or noise smoothed by a Gaussian (sigma 2 px)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand((n, *shape), generator=g, dtype=torch.float64)
-    if kind == "smooth":
-        r = torch.arange(-6, 7, dtype=torch.float64)
-        k = torch.exp(-0.5 * (r / 2.0) ** 2)
-        k = k / k.sum()
-        c = shape[0]
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, 6), groups=c)
-        x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(6, 0), groups=c)
-        lo = x.amin(dim=(1, 2, 3), keepdim=True)
-        hi = x.amax(dim=(1, 2, 3), keepdim=True)
-        x = (x - lo) / (hi - lo)
-    return x.to(torch.float32)
+class LogitsAsFields(nn.Module):
+    """``x -> model(disc * x)`` as ``(B, K, 1, 1)``: a classifier seen as a map from one scalar field on the plane
+    to K scalar fields on a 1 x 1 image, so that :func:`epdo.check_equivariance` measures its invariance.
+
+    ``in_type`` / ``out_type``: trivial fields of C_N (``N = angles``). The centre-disc mask (radius
+    ``min(H, W) / 2 - 1``) commutes with the grid rotations and keeps the corners, which a rotation by another
+    angle would cut off, out of the measurement.
+    """
+
+    def __init__(self, model: nn.Module, angles: int, num_classes: int, image_shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        G = groups.cyclic(angles)
+        self.in_type = fields.FieldType(G, [groups.trivial(G)])
+        self.out_type = fields.FieldType(G, [groups.trivial(G)] * num_classes)
+        self.register_buffer("mask", disk_mask(*image_shape, dtype=torch.float64), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x * self.mask.to(x.dtype))
+        return y.reshape(x.shape[0], -1, 1, 1)
 
 
-@torch.no_grad()
-def invariance_errors(model: nn.Module, x: torch.Tensor, angles_deg: list[float]) -> list[dict[str, float]]:
-    """Per angle: mean and max over images of ``|f(R x) - f(x)| / |f(x)|``; ``x`` is masked to the centre disk."""
-    model.eval()
-    x = x * disk_mask(x.shape[-2], x.shape[-1], x.device, x.dtype)
-    ref = model(x)
-    ref_norm = ref.norm(dim=1).clamp_min(1e-12)
-    rows = []
-    for a in angles_deg:
-        rel = (model(rotate(x, a)) - ref).norm(dim=1) / ref_norm
-        rows.append({"angle_deg": a, "mean_rel_error": float(rel.mean()), "max_rel_error": float(rel.max())})
-    return rows
+def _report_on(adapter: LogitsAsFields, x: torch.Tensor, progress: bool | None) -> EquivarianceReport:
+    """The rows of :func:`epdo.check_equivariance` for a given input batch ``x`` (test images), with the same
+    definition: ``||f(g x) - f(x)|| / ||f(x)||`` over the batch, ``g`` acting by
+    :meth:`epdo.fields.FieldType.transform`. (TODO: pass ``x`` to check_equivariance once it takes an input tensor.)"""
+    t = adapter.in_type
+    report = EquivarianceReport()
+    with torch.no_grad():
+        y = adapter(x)
+        den = torch.linalg.vector_norm(y)
+        for g in progress_bar(t.group.elements, desc="angles", enabled=progress):
+            num = torch.linalg.vector_norm(adapter(t.transform(x, g)) - y)  # logits are invariant: g . f(x) = f(x)
+            err = float(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
+            exact = abs(math.degrees(g.angle) % 90.0) < 1e-9 or abs(math.degrees(g.angle) % 90.0 - 90.0) < 1e-9
+            report.append(EquivarianceRow(g, math.degrees(g.angle) % 360.0, int(g.flip), err, exact))
+    return report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,47 +118,61 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--model-kw goes with --model, not --checkpoint")
         model = models.load(args.checkpoint)
         name, source = model.epdo_model_name, str(args.checkpoint)
-        default_out: Path | None = Path(args.checkpoint).resolve().parent
     else:
-        kw = parse_model_kwargs(args.model_kw)
-        try:
-            model = models.create(args.model, **kw)
-        except TypeError as e:
-            raise CLIError(f"cannot build model {args.model!r} with {kw}: {e}") from None
-        name, source, default_out = args.model, f"{args.model} (untrained, seed {args.seed})", None
-    model.to(device)
+        model = build_model(args.model, parse_model_kwargs(args.model_kw))
+        name, source = args.model, f"{args.model} (untrained, seed {args.seed})"
     info = models.get_model_info(name)
+    model.eval().to(device=device, dtype=torch.float64)
+    c, h, w = info.input_shape
+    if c != 1 or h != w:
+        raise CLIError(f"epdo equivariance measures models of one square image channel, {name} takes {info.input_shape}")
+    adapter = LogitsAsFields(model, args.angles, info.num_classes, (h, w)).to(device)
+    logger.info("measuring %s at %d angles on %d %s inputs (float64)", source, args.angles, args.n, args.input)
     if args.input == "data":
         ds = load_split(args.data, "test", args.data_dir, args.cache_dir, 0)
         x, _ = dataset_tensors(ds, args.n)
+        report = _report_on(adapter, x.to(device=device, dtype=torch.float64), args.progress)
     else:
-        x = make_inputs(args.input, args.n, info.input_shape, args.seed)
-    angles = [360.0 * k / args.angles for k in range(args.angles)]
-    rows = invariance_errors(model, x.to(device), angles)
+        report = check_equivariance(adapter, input=args.input, size=h, batch=args.n, seed=args.seed, dtype=torch.float64)
 
-    print(f"invariance of {source} logits to input rotations ({args.input} inputs, n={len(x)}, centre disk)")
-    print(format_table(["angle(deg)", "mean rel. error", "max rel. error"],
-                       [[f"{r['angle_deg']:.2f}", f"{r['mean_rel_error']:.3e}", f"{r['max_rel_error']:.3e}"] for r in rows]))
-    dest = out_dir(args.out) if args.out else default_out
-    if dest is not None:
-        result: dict[str, Any] = {"source": source, "model": name, "input": args.input, "n": len(x), "seed": args.seed, "angles": rows,
-                                  "interpolation": "rot90 for multiples of 90, else bilinear", "domain": "centre disk"}
-        write_json(dest / f"equivariance-{name}.json", result)
-        logger.info("wrote %s", dest / f"equivariance-{name}.json")
-        _plot(rows, dest / f"equivariance-{name}.png", source)
+    rows = [{"angle_deg": r.angle, "rel_error": r.error, "exact": r.exact} for r in report]
+    print(f"invariance of the logits of {source} to input rotations ({args.input} inputs, n={args.n}, centre disc)")
+    print("rel. error = ||f(rotated x) - f(x)|| / ||f(x)|| over the inputs: 0 means invariant; grid-exact angles\n"
+          "show round-off only, the others also interpolation error")
+    print(format_table(["angle(deg)", "rel. error", "grid-exact"],
+                       [[f"{r['angle_deg']:.2f}", f"{r['rel_error']:.3e}", "yes" if r["exact"] else "no"] for r in rows]))
+    dest = Path(args.out) if args.out else default_run_dir("equivariance", name)
+    out_dir(dest)
+    result: dict[str, Any] = {"source": source, "model": name, "input": args.input, "n": args.n, "seed": args.seed,
+                              "angles": rows, "definition": "||f(R x) - f(x)|| / ||f(x)|| over the n inputs",
+                              "interpolation": "epdo.fields.FieldType.transform: rot90 at multiples of 90, else bicubic",
+                              "domain": "centre disc"}
+    write_json(dest / f"equivariance-{name}.json", result)
+    label = source if args.checkpoint is None else f"{name} ({args.checkpoint})"
+    _plot(rows, dest / f"equivariance-{name}.png", f"{label}\nlogits vs input rotation ({args.input} inputs, n={args.n})")
+    print(f"wrote {dest / f'equivariance-{name}.json'}")
     return 0
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
+    """Error vs angle on a log axis; the identity (error 0 by definition) is left out, grid-exact angles are
+    squares, interpolated ones circles."""
     fig = new_figure()
     if fig is None:
         return
     ax = fig.axes[0]
-    a = [r["angle_deg"] for r in rows]
-    ax.plot(a, [max(r["mean_rel_error"], 1e-16) for r in rows], marker="o", ms=3, label="mean")
-    ax.plot(a, [max(r["max_rel_error"], 1e-16) for r in rows], marker="x", ms=3, label="max")
-    ax.set(xlabel="input rotation (degrees)", ylabel="relative logit error", yscale="log", title=title, xlim=(0, 360))
+    errs = [max(r["rel_error"], 1e-16) for r in rows if r["angle_deg"] != 0.0]
+    log = bool(errs) and max(errs) > 10 * min(errs)  # a log axis only when the errors span more than a decade
+    for exact, marker, label in ((True, "s", "grid-exact rotation"), (False, "o", "interpolated rotation")):
+        pts = [(r["angle_deg"], max(r["rel_error"], 1e-16)) for r in rows if r["exact"] == exact and r["angle_deg"] != 0.0]
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, ls="none", ms=5, label=label)
+    ax.set(xlabel="input rotation (degrees)", ylabel="||f(Rx) - f(x)|| / ||f(x)||", yscale="log" if log else "linear",
+           xlim=(0, 360))
+    if not log:
+        ax.set_ylim(0, 1.1 * max(errs, default=1.0))
+    ax.set_title(title, fontsize=9)
     ax.set_xticks(range(0, 361, 45))
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, path)

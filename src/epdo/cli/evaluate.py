@@ -1,5 +1,10 @@
 """``epdo evaluate``: test error of a checkpoint; accuracy vs input rotation (``--rotations K``);
-mean and std of the error over random perturbations (``--scenario test|iso|sca --draws D``)."""
+mean and std of the error over random perturbations (``--scenario test|iso|sca --draws D``).
+
+Results go to stdout (the rotation table row by row, as each angle is done), progress bars to stderr;
+the JSON (and PNG) go to ``--out``, by default ``runs/evaluate-<model>`` in the working directory,
+never beside the checkpoint. Rotations use :func:`epdo.data.rotate_images` (bilinear, zero fill).
+"""
 
 from __future__ import annotations
 
@@ -12,51 +17,45 @@ from typing import Any
 import torch
 
 import epdo.models as models
+from epdo.data import DATASETS, SPLITS
+from epdo.data.perturb import SCENARIOS, apply_scenario
 
 from .common import (
-    DATA_NAMES,
-    SPLITS,
     CLIError,
     dataset_label,
     dataset_tensors,
+    default_run_dir,
     evaluate,
     load_split,
     new_figure,
     out_dir,
+    plural,
     resolve_device,
-    rotate,
+    rotation,
     save_figure,
     write_json,
 )
 
 logger = logging.getLogger("epdo.cli.evaluate")
 
-SCENARIOS = ("test", "iso", "sca")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt, last.pt)")
-    p.add_argument("--data", choices=DATA_NAMES, help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data", choices=DATASETS, help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default test)")
     p.add_argument("--rotations", type=int, metavar="K", help="also evaluate with inputs rotated by K angles in [0, 360)")
     p.add_argument("--scenario", choices=SCENARIOS, help="perturb the inputs (epdo.data.perturb.apply_scenario)")
     p.add_argument("--draws", type=int, default=10, help="random draws of the --scenario perturbation (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --scenario draws (default 0)")
-    p.add_argument("--out", help="folder for the JSON/PNG (default: the checkpoint's folder)")
+    p.add_argument("--out", help="folder for the JSON/PNG (default runs/evaluate-MODEL in the working directory)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
     p.add_argument("--data-seed", type=int, help="dataset seed (default: the checkpoint's, else 0)")
-
-
-def _apply_scenario():
-    try:
-        from epdo.data.perturb import apply_scenario
-    except ImportError as e:
-        raise CLIError(f"--scenario needs epdo.data.perturb.apply_scenario, which is not available ({e})") from None
-    return apply_scenario
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr (default: when stderr is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
     data_seed = args.data_seed if args.data_seed is not None else int(cfg.get("data_seed", 0))
     ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed)
     images, labels = dataset_tensors(ds, args.limit)
+    label = dataset_label(data, ds)["label"]
+    passes = 1 + (args.rotations or 0) + (args.draws if args.scenario else 0)
+    logger.info("evaluating %s on %s (%s, %s images; %s)", ckpt["model"], label, args.split, f"{len(labels):,}",
+                "1 pass" if passes == 1 else f"{passes} passes")
 
-    loss, err, n = evaluate(model, images, labels, device, batch_size=args.batch_size)
+    loss, err, n = evaluate(model, images, labels, device, batch_size=args.batch_size, progress=args.progress,
+                            desc=args.split)
     result: dict[str, Any] = {
         "checkpoint": str(ckpt_path),
         "model": ckpt["model"],
@@ -90,51 +94,63 @@ def run(args: argparse.Namespace) -> int:
         "error": err,
         "loss": loss,
     }
-    print(f"{ckpt['model']} on {result['dataset']['label']} ({args.split}, n={n}): error {err:.2f}%  loss {loss:.4f}")
-    dest = out_dir(args.out) if args.out else ckpt_path.resolve().parent
+    print(f"{ckpt['model']} on {label} ({args.split}, n={n:,}): error {err:.2f}%  loss {loss:.4f}", flush=True)
+    dest = Path(args.out) if args.out else default_run_dir("evaluate", ckpt["model"])
     stem = f"eval-{data}-{args.split}"
 
     if args.rotations is not None:
         angles = [360.0 * k / args.rotations for k in range(args.rotations)]
         acc = []
-        for a in angles:
-            _, e, _ = evaluate(model, images, labels, device, batch_size=args.batch_size, transform=lambda x, a=a: rotate(x, a))
+        print("angle(deg)  accuracy(%)", flush=True)
+        for k, a in enumerate(angles):
+            _, e, _ = evaluate(model, images, labels, device, batch_size=args.batch_size, transform=rotation(a),
+                               progress=args.progress, desc=f"angle {k + 1}/{len(angles)}")
             acc.append(100.0 - e)
-        result["rotations"] = {"angles_deg": angles, "accuracy": acc, "interpolation": "rot90 for multiples of 90, else bilinear"}
-        print("angle(deg)  accuracy(%)")
-        for a, v in zip(angles, acc):
-            print(f"{a:10.2f}  {v:10.2f}")
+            print(f"{a:10.2f}  {acc[-1]:10.2f}", flush=True)
+        result["rotations"] = {"angles_deg": angles, "accuracy": acc,
+                               "interpolation": "epdo.data.rotate_images: bilinear, zero fill"}
         stem += f"-rot{args.rotations}"
-        _plot_rotations(angles, acc, dest / f"{stem}.png", f"{ckpt['model']} on {result['dataset']['label']}")
 
     if args.scenario is not None:
-        apply_scenario = _apply_scenario()
         gen = torch.Generator().manual_seed(args.seed)
         errors = []
-        for _ in range(args.draws):
+        for k in range(args.draws):
             perturbed = apply_scenario(images, args.scenario, gen)
-            if not torch.is_tensor(perturbed) or perturbed.shape != images.shape:
-                raise RuntimeError(f"apply_scenario returned {type(perturbed).__name__} {getattr(perturbed, 'shape', '')}, expected {tuple(images.shape)}")
-            errors.append(evaluate(model, perturbed.to(torch.float32), labels, device, batch_size=args.batch_size)[1])
+            errors.append(evaluate(model, perturbed.to(torch.float32), labels, device, batch_size=args.batch_size,
+                                   progress=args.progress, desc=f"draw {k + 1}/{args.draws}")[1])
+            logger.info("draw %d/%d: error %.2f%%", k + 1, args.draws, errors[-1])
         mean = sum(errors) / len(errors)
         std = math.sqrt(sum((e - mean) ** 2 for e in errors) / (len(errors) - 1)) if len(errors) > 1 else 0.0
         result["scenario"] = {"name": args.scenario, "draws": args.draws, "seed": args.seed, "errors": errors,
                               "mean_error": mean, "std_error": std, "std_ddof": 1}
-        print(f"scenario {args.scenario}: error {mean:.2f} +- {std:.2f}% over {args.draws} draws (std with ddof=1)")
+        print(f"scenario {args.scenario}: error {mean:.2f} +- {std:.2f}% over {plural(args.draws, 'draw')} (std with ddof=1)")
         stem += f"-{args.scenario}"
 
+    out_dir(dest)
+    if args.rotations is not None:
+        title = f"{ckpt['model']} on {label}, {args.split} split (n={n:,})"
+        _plot_rotations(angles, acc, dest / f"{stem}.png", title, getattr(ds, "num_classes", 10))
     write_json(dest / f"{stem}.json", result)
-    logger.info("wrote %s", dest / f"{stem}.json")
+    print(f"wrote {dest / f'{stem}.json'}")
     return 0
 
 
-def _plot_rotations(angles: list[float], acc: list[float], path: Path, title: str) -> None:
+def _plot_rotations(angles: list[float], acc: list[float], path: Path, title: str, num_classes: int = 10) -> None:
+    """Accuracy vs input rotation on a y axis from a floor (0, or 50 % when every accuracy is above 60 %) to
+    100 %, with the chance level drawn, so a 0.1 % dip does not look like a cliff."""
     fig = new_figure()
     if fig is None:
         return
     ax = fig.axes[0]
-    ax.plot(angles + [360.0], acc + acc[:1], marker="o", ms=3)
-    ax.set(xlabel="input rotation (degrees, counter-clockwise)", ylabel="accuracy (%)", title=title, xlim=(0, 360))
+    ax.plot(angles + [360.0], acc + acc[:1], marker="o", ms=3, label="accuracy")
+    chance = 100.0 / num_classes
+    floor = 50.0 if min(acc) > 60.0 else 0.0
+    if floor < chance:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:g} %)")
+        ax.legend(loc="best")
+    ax.set_title(title, fontsize=9)
+    ax.set(xlabel="input rotation (degrees, counter-clockwise)", ylabel="accuracy (%)", xlim=(0, 360),
+           ylim=(floor, 100.5))
     ax.set_xticks(range(0, 361, 45))
     ax.grid(alpha=0.3)
     save_figure(fig, path)

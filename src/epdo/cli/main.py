@@ -8,28 +8,26 @@ status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from typing import Sequence
 
 from . import equivariance, evaluate, pde_show, train
-from .common import CLIError, format_count, format_table, setup_logging
+from .common import CLIError, HelpFormatter, format_table, setup_logging
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from epdo.data.errors import DataError
     from epdo.models import CheckpointError, UnknownModelError
 
-    errors: list[type[BaseException]] = [CLIError, UnknownModelError, CheckpointError, FileNotFoundError,
-                                         IsADirectoryError, NotADirectoryError, PermissionError]
-    try:
-        from epdo.data.errors import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (CLIError, UnknownModelError, CheckpointError, DataError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError, PermissionError)
 
 
 def _models(args: argparse.Namespace) -> int:
+    """The registry as a table of at most 100 columns: parameters here and in the paper, the paper's test error
+    and where both come from; the training recipe with ``--recipes``."""
     import epdo.models as models
 
     names = models.list(args.pattern)
@@ -39,12 +37,51 @@ def _models(args: argparse.Namespace) -> int:
     for name in names:
         info = models.get_model_info(name)
         n = models.count_parameters(models.create(name))
-        ratio = f"{n / info.paper_params:.3f}" if info.paper_params else "-"
-        rows.append([name, f"{n:,}", format_count(n), f"{info.paper_params:,}" if info.paper_params else "-", ratio,
-                     f"{info.train.optimizer} lr={info.train.lr:g} {info.train.schedule} {info.train.epochs}ep bs{info.train.batch_size}",
-                     info.paper])
-    print(format_table(["model", "params", "", "paper", "ratio", "recipe", "source"], rows))
+        paper_n = info.paper_params
+        row = [name, f"{n:,}", f"{paper_n:,}" if paper_n else "-", f"{n / paper_n:.3f}" if paper_n else "-",
+               _short_error(getattr(info, "paper_error", "")), _short_source(info.paper)]
+        if args.recipes:
+            t = info.train
+            row[4:] = [t.optimizer, f"{t.lr:g}", t.schedule, str(t.epochs), str(t.batch_size)]
+        rows.append(row)
+    if args.recipes:
+        header = ["model", "params", "paper params", "ratio", "optimizer", "lr", "schedule", "epochs", "batch"]
+    else:
+        header = ["model", "params", "paper params", "ratio", "paper err %", "source"]
+    print(format_table(header, rows, max_width=100))
+    if not args.recipes:
+        print()
+        print(textwrap.fill(
+            "params: this implementation's parameter count; paper params and paper err %: the count and the test "
+            "error (mean +- std over runs, clean test set) that the source reports; ratio = params / paper params. "
+            "He 2023: He et al., Neural ePDOs (ICLR 2023); Lagrave 2021: Lagrave & Riou, EqPdeNet (see the "
+            "README's References). Training recipes: epdo models --recipes.", 100))
     return 0
+
+
+#: how ``epdo models`` abbreviates the papers (the README's References give the full titles)
+_PAPERS = (
+    (re.compile(r"^\s*000\b|He et al", re.I), "He 2023"),
+    (re.compile(r"^\s*001\b|Lagrave", re.I), "Lagrave 2021"),
+)
+
+
+def _short_error(text: str) -> str:
+    """The paper's clean test error as ``"1.41 +- 0.04"`` (the first ``a +- b`` of the text), or the text."""
+    text = " ".join(str(text or "").split()).replace("%", "")
+    m = re.search(r"\d+(?:\.\d+)?\s*(?:\+-|\u00b1)\s*\d+(?:\.\d+)?", text)
+    return m.group(0) if m else (text.strip() or "-")
+
+
+def _short_source(text: str) -> str:
+    """``"He 2023, Table 2"`` from a ModelInfo.paper text such as ``"000 (He et al. 2023, ...), Table 2, ..."``."""
+    text = " ".join(str(text or "").split())
+    if text.startswith("(none"):
+        return "none (an epdo preset)"
+    paper = next((short for pattern, short in _PAPERS if pattern.search(text)), None)
+    table = re.search(r"Table \d+", text)
+    parts = [p for p in (paper, table.group(0) if table else None) if p]
+    return ", ".join(parts) if parts else (text or "-")
 
 
 def _build_ext(args: argparse.Namespace) -> int:
@@ -76,36 +113,39 @@ def _build_ext(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="epdo", description="Equivariant networks from partial differential operators.")
+    parser = argparse.ArgumentParser(prog="epdo", description="Equivariant networks from partial differential operators.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a registered model", description=train.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("train", help="train a registered model", description=train.__doc__, formatter_class=HelpFormatter)
     train.add_arguments(p)
     p.set_defaults(func=train.run)
 
-    p = sub.add_parser("evaluate", help="test error of a checkpoint (vs rotation, under perturbations)", description=evaluate.__doc__)
+    p = sub.add_parser("evaluate", help="test error of a checkpoint (vs rotation, under perturbations)",
+                       description=evaluate.__doc__, formatter_class=HelpFormatter)
     evaluate.add_arguments(p)
     p.set_defaults(func=evaluate.run)
 
     p = sub.add_parser("equivariance", help="per-angle invariance error of a model's logits", description=equivariance.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=HelpFormatter)
     equivariance.add_arguments(p)
     p.set_defaults(func=equivariance.run)
 
     p = sub.add_parser("pde-show", help="PNGs of a trained PDE layer: evolved digits, trajectories, F_theta",
-                       description=pde_show.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=pde_show.__doc__, formatter_class=HelpFormatter)
     pde_show.add_arguments(p)
     p.set_defaults(func=pde_show.run)
 
-    p = sub.add_parser("models", help="registered models: parameters vs the paper's")
+    p = sub.add_parser("models", help="registered models: parameters and test errors vs the papers'",
+                       description=_models.__doc__, formatter_class=HelpFormatter)
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*cnn*'")
+    p.add_argument("--recipes", action="store_true", help="show the training recipes instead of the papers' errors")
     p.set_defaults(func=_models)
 
     p = sub.add_parser("build-ext", help="compile NeuralEPDO's optional fused C++ kernel (used automatically afterwards)",
-                       description=_build_ext.__doc__)
+                       description=_build_ext.__doc__, formatter_class=HelpFormatter)
     p.add_argument("--verbose", action="store_true", help="show the compiler's output")
     p.add_argument("--optional", action="store_true",
                    help="no C++ compiler is a warning and exit status 0, not an error (a failed build stays an error)")
@@ -130,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"epdo {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"epdo {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        hint = " ".join(str(e).split())
+        print(f"epdo {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130

@@ -1,9 +1,12 @@
 """``epdo train``: seeded, resumable training with the registry's per-model recipe.
 
-Files in ``--out``: ``metrics.jsonl`` (one line per epoch), ``last.pt`` and ``best.pt`` (lowest
-validation error; written atomically), ``results.json`` and ``curves.png`` at the end.
+Files in ``--out`` (created once the model and data are ready): ``metrics.jsonl`` (one line per epoch),
+``train.log`` (the lines printed to stdout), ``last.pt`` and ``best.pt`` (lowest validation error; written
+atomically), ``results.json`` and ``curves.png`` at the end. Per-epoch metrics go to stdout, progress bars
+to stderr. Ctrl-C prints the command that resumes the run from ``last.pt``.
 Under ``torchrun`` the model is wrapped in DDP (NCCL on GPUs, gloo on CPU), batches come from a
-``DistributedSampler`` and only rank 0 writes files or shows progress bars.
+``DistributedSampler``, only rank 0 writes files or prints, and a rank that waits longer than
+``--dist-timeout`` seconds for its peers stops with a message naming the rank that stalled.
 """
 
 from __future__ import annotations
@@ -21,25 +24,32 @@ import torch.nn.functional as F
 from torch import nn
 
 import epdo.models as models
+from epdo.data import DATASETS
 from epdo.models.registry import TrainDefaults, _epdo_version, load_state, read_checkpoint, save_checkpoint
+from epdo.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 
 from .common import (
-    DATA_NAMES,
+    DEFAULT_DIST_TIMEOUT_S,
     CLIError,
     DistContext,
     IndexedBatches,
+    RunLog,
     append_jsonl,
+    build_model,
     dataset_label,
     dataset_tensors,
     evaluate,
     format_count,
+    is_collective_error,
     get_rng_state,
     load_split,
     machine_info,
     new_figure,
     out_dir,
     parse_model_kwargs,
-    rotate,
+    plural,
+    progress_bar,
+    rotation,
     save_figure,
     seed_everything,
     set_rng_state,
@@ -47,6 +57,8 @@ from .common import (
     write_json,
     write_jsonl,
 )
+
+__all__ = ["add_arguments", "run", "build_optimizer", "SimulatedFailure"]
 
 logger = logging.getLogger("epdo.cli.train")
 
@@ -66,14 +78,14 @@ class SimulatedFailure(RuntimeError):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="registered model name (see `epdo models`)")
     p.add_argument("--model-kw", action="append", metavar="KEY=VALUE", help="model keyword argument (repeatable; Python literal)")
-    p.add_argument("--data", choices=DATA_NAMES, help="dataset (default rotmnist-replica)")
+    p.add_argument("--data", choices=DATASETS, help="dataset (default rotmnist-replica)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, results.json)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the model's paper recipe)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over processes (default: recipe)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: recipe)")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="optimizer (default: recipe)")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="optimizer (default: recipe)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default: recipe)")
-    p.add_argument("--schedule", choices=("constant", "exponential", "step", "cosine"), help="lr schedule (default: recipe)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="lr schedule (default: recipe)")
     p.add_argument("--augment-rotation", action=argparse.BooleanOptionalAction, default=None, help="random rotations of training images")
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling, augmentation, dropout (default 0)")
     p.add_argument("--data-dir", help="folder with the raw data files")
@@ -85,7 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, help="use only the first N training images (tests)")
     p.add_argument("--limit-eval", type=int, help="use only the first N validation and test images (tests)")
     p.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation (default 500)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: when stderr is a terminal)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars on stderr (default: when stderr is a terminal)")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_DIST_TIMEOUT_S, metavar="SECONDS",
+                   help=f"under torchrun: how long a process waits for its peers before it stops and names the rank "
+                        f"that stalled (default {DEFAULT_DIST_TIMEOUT_S:g})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,30 +147,6 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
     }
 
 
-def build_optimizer(model: nn.Module, recipe: TrainDefaults) -> torch.optim.Optimizer:
-    """The recipe's optimizer; ``decay_scope="weights"`` exempts biases, norm layers, the last linear
-    layer and the names in ``model.no_weight_decay()`` (timm convention) from weight decay."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if recipe.decay_scope == "weights" and recipe.weight_decay > 0:
-        exempt = set(getattr(model, "no_weight_decay", lambda: set())())
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        last_linear = linears[-1] if linears else None
-        for mname, m in model.named_modules():
-            is_norm = isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) or "Norm" in type(m).__name__
-            if is_norm or mname == last_linear:
-                exempt.update(f"{mname}.{pn}" if mname else pn for pn, _ in m.named_parameters(recurse=False))
-        decay = [p for n, p in params if n not in exempt and not n.endswith("bias")]
-        no_decay = [p for n, p in params if n in exempt or n.endswith("bias")]
-        groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    else:
-        groups = [{"params": [p for _, p in params], "weight_decay": recipe.weight_decay}]
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
-
-
 def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
     """One angle per training sample for this epoch: a function of (seed, epoch, sample index) only,
     so single-process and DDP runs, and resumed runs, see the same rotations."""
@@ -169,7 +160,7 @@ def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     prev_det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    ctx = setup_distributed(args.device)
+    ctx = setup_distributed(args.device, args.dist_timeout)
     epdo_log = logging.getLogger("epdo")
     prev_level = epdo_log.level
     if not ctx.is_main:  # only rank 0 reports progress
@@ -180,18 +171,36 @@ def run(args: argparse.Namespace) -> int:
             torch.backends.cudnn.benchmark = False
         # CPU kernels are deterministic; on GPUs some (e.g. max-pool backward) only warn
         torch.use_deterministic_algorithms(True, warn_only=ctx.device.type != "cpu")
-        return _train(args, ctx)
+        try:
+            return _train(args, ctx)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_resume_hint(args)) from None
+        except RuntimeError as e:
+            if ctx.distributed and is_collective_error(e):
+                raise CLIError(ctx.stall_report(e)) from e
+            raise
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
         epdo_log.setLevel(prev_level)
         ctx.close()
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What Ctrl-C prints: where the run stands and the exact command that continues it."""
+    last = Path(args.out) / "last.pt"
+    if not last.exists():
+        return "no epoch finished yet, nothing to resume"
+    argv = list(getattr(args, "argv", None) or ["train", "--out", str(args.out)])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return f"{last} holds the last finished epoch; resume with: epdo {shlex.join(argv)}"
+
+
 def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     t_session = time.perf_counter()
-    out = out_dir(args.out) if ctx.is_main else Path(args.out)
-    ctx.barrier()
+    out = Path(args.out)
     last_path, best_path, metrics_path = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
+    say = RunLog() if ctx.is_main else (lambda line="": None)
     ckpt = None
     if args.resume and last_path.exists():
         ckpt = read_checkpoint(last_path)
@@ -210,19 +219,15 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         raise CLIError(f"--batch-size {recipe.batch_size} is not divisible by the {ctx.world_size} processes")
     info = models.get_model_info(cfg["model"])
 
-    # data (train/valid for model selection; test only at the end, with the best checkpoint)
+    # model first (cheap to check), then data (train/valid for model selection; test only at the end, with the
+    # best checkpoint); everything seeded (the data sets draw from their own seeded generators)
+    seed_everything(cfg["seed"])
+    model = build_model(cfg["model"], cfg["model_kwargs"])
     data_args = (args.data_dir, args.cache_dir, cfg["data_seed"])
     train_ds = load_split(cfg["data"], "train", *data_args)
     valid_ds = load_split(cfg["data"], "valid", *data_args)
     x_train, y_train = dataset_tensors(train_ds, cfg["limit_train"])
     x_valid, y_valid = dataset_tensors(valid_ds, cfg["limit_eval"])
-
-    # model, optimizer, schedule; everything seeded
-    seed_everything(cfg["seed"])
-    try:
-        model = models.create(cfg["model"], **cfg["model_kwargs"])
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"cannot build model {cfg['model']!r} with {cfg['model_kwargs']}: {e}") from None
     n_params = models.count_parameters(model)
     model.to(ctx.device)
     net: nn.Module = model
@@ -235,6 +240,11 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: recipe.lr_factor(e, epochs))
 
+    # the run starts: only now the output folder is created (a failure above leaves nothing behind)
+    if ctx.is_main:
+        out_dir(out)
+        say.attach(out / "train.log")
+    ctx.barrier()
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"epoch": None, "valid_error": float("inf")}
     train_time = 0.0
@@ -251,16 +261,16 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         resumed_at = [int(e) for e in ckpt.get("resumed_at", [])] + [start_epoch]
         if ctx.is_main:
             write_jsonl(metrics_path, history)  # drop lines of epochs after the checkpoint
-        logger.info("resuming %s at epoch %d/%d", last_path, start_epoch, epochs)
+        say(f"resuming {last_path} at epoch {start_epoch}/{epochs}")
     elif ctx.is_main:
         write_jsonl(metrics_path, [])
 
-    logger.info(
-        "%s: %s parameters (paper: %s); %s (%d train, %d valid); %s lr %g, %s schedule, %d epochs, batch %d%s; %s x%d",
-        cfg["model"], format_count(n_params), format_count(info.paper_params), dataset_label(cfg["data"], train_ds)["label"],
-        len(y_train), len(y_valid),
-        recipe.optimizer, recipe.lr, recipe.schedule, epochs, recipe.batch_size,
-        ", rotation augmentation" if recipe.augment_rotation else "", ctx.device, ctx.world_size,
+    say(
+        f"{cfg['model']}: {format_count(n_params)} parameters (paper: {format_count(info.paper_params)}); "
+        f"{dataset_label(cfg['data'], train_ds)['label']} ({len(y_train):,} train, {len(y_valid):,} valid); "
+        f"{recipe.optimizer} lr {recipe.lr:g}, {recipe.schedule} schedule, {plural(epochs, 'epoch')}, "
+        f"batch {recipe.batch_size}{', rotation augmentation' if recipe.augment_rotation else ''}; "
+        f"{ctx.device} x{ctx.world_size}"
     )
 
     sampler = torch.utils.data.DistributedSampler(
@@ -274,9 +284,8 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         pin_memory=ctx.device.type == "cuda",
     )
     fail_after = os.environ.get(FAIL_AFTER_EPOCH_ENV)
-    # progress bars on rank 0 only; by default only when stderr is a terminal (tqdm's disable=None)
-    no_bar = True if not ctx.is_main or args.progress is False else (None if args.progress is None else False)
-    from tqdm import tqdm
+    # progress bars (stderr) on rank 0 only; by default only when stderr is a terminal
+    bars = False if not ctx.is_main else args.progress
 
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -287,10 +296,11 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         loss_sum = torch.zeros((), dtype=torch.float64)
         wrong = torch.zeros((), dtype=torch.int64)
         seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=no_bar)
+        bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", enabled=bars, unit="batch")
         for step, (x, y, idx) in enumerate(bar):
+            ctx.heartbeat(f"epoch {epoch + 1}, step {step + 1}")
             if angles is not None:
-                x = rotate(x, angles[idx])
+                x = rotation(angles[idx])(x)
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -306,9 +316,11 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{lr:.3g}")
         bar.close()
         scheduler.step()
+        ctx.heartbeat(f"epoch {epoch + 1}, validation")
         tr_loss, tr_wrong, tr_n = ctx.all_reduce_sum([loss_sum, wrong, seen])
         ctx.broadcast_buffers(model)  # evaluate every rank with rank 0's batch-norm statistics
-        va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size)
+        va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size,
+                                      progress=bars, desc=f"validate {epoch + 1}/{epochs}")
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         row = {
@@ -333,22 +345,24 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
                 save_checkpoint(best_path, model, **state)
             save_checkpoint(last_path, model, **state)
             append_jsonl(metrics_path, row)
-        logger.info(
-            "epoch %d/%d  lr %.3g  train loss %.4f acc %.2f%%  valid loss %.4f error %.2f%%%s  (%.1fs)",
-            epoch + 1, epochs, lr, row["train_loss"], row["train_acc"], va_loss, va_err, "  *best*" if improved else "", epoch_time,
+        say(
+            f"epoch {epoch + 1}/{epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
+            f"valid loss {va_loss:.4f} error {va_err:.2f}%{'  *best*' if improved else ''}  ({epoch_time:.1f}s)"
         )
+        ctx.heartbeat(f"epoch {epoch + 1}, end")
         ctx.barrier()
         if fail_after is not None and epoch + 1 == int(fail_after):
             raise SimulatedFailure(f"{FAIL_AFTER_EPOCH_ENV}={fail_after}: simulated failure after epoch {epoch + 1}")
 
     # test error of the best checkpoint (by validation error)
+    ctx.heartbeat("test")
     ctx.barrier()
     test_ds = load_split(cfg["data"], "test", *data_args)
     x_test, y_test = dataset_tensors(test_ds, cfg["limit_eval"])
     best_ckpt = read_checkpoint(best_path)
     load_state(model, best_ckpt, best_path, expected_model=cfg["model"])
-    te_loss, te_err, te_n = evaluate(model, x_test, y_test, ctx.device, ctx, args.eval_batch_size)
-    logger.info("test error %.2f%% (best epoch %s, valid error %.2f%%, n=%d)", te_err, best["epoch"], best["valid_error"], te_n)
+    te_loss, te_err, te_n = evaluate(model, x_test, y_test, ctx.device, ctx, args.eval_batch_size, progress=bars, desc="test")
+    say(f"test error {te_err:.2f}% (best epoch {best['epoch']}, valid error {best['valid_error']:.2f}%, n={te_n:,})")
     if ctx.is_main:
         argv = getattr(args, "argv", None)
         results = {
@@ -380,26 +394,41 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
             "deterministic": True,
         }
         write_json(out / "results.json", results)
-        _plot_curves(history, out / "curves.png", f"{cfg['model']} on {results['dataset']['label']}")
+        _plot_curves(history, out / "curves.png", f"{cfg['model']} on {results['dataset']['label']}", results["command"])
         logger.info("wrote %s", out / "results.json")
     return 0
 
 
-def _plot_curves(history: list[dict], path: Path, title: str) -> None:
+def _plot_curves(history: list[dict], path: Path, title: str, command: str | None = None) -> None:
+    """Loss and error per epoch, train and valid, with markers (a 1-epoch run shows points), integer epoch ticks
+    and linear axes (error in % from 0)."""
     if not history:
         return
-    fig = new_figure(ncols=2)
+    fig = new_figure(ncols=2, height=3.8)
     if fig is None:
         return
+    from matplotlib.ticker import MaxNLocator
+
     ax_loss, ax_err = fig.axes
     ep = [h["epoch"] for h in history]
-    ax_loss.plot(ep, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(ep, [h["valid_loss"] for h in history], label="valid")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=title)
-    ax_err.plot(ep, [100.0 - h["train_acc"] for h in history], label="train")
-    ax_err.plot(ep, [h["valid_error"] for h in history], label="valid")
-    ax_err.set(xlabel="epoch", ylabel="error (%)", yscale="log")
-    for ax in fig.axes:
-        ax.legend()
+    style = dict(marker="o", ms=4)
+    series = {
+        ax_loss: ([h["train_loss"] for h in history], [h["valid_loss"] for h in history], "cross-entropy loss", "loss"),
+        ax_err: ([100.0 - h["train_acc"] for h in history], [h["valid_error"] for h in history], "error (%)",
+                 "classification error"),
+    }
+    lo, hi = min(ep), max(ep)
+    for ax, (train, valid, ylabel, name) in series.items():
+        ax.plot(ep, train, label="train", **style)
+        ax.plot(ep, valid, label="valid", **style)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=name)
+        ax.set_ylim(0, 1.12 * max(train + valid) or 1.0)
+        if hi - lo <= 12:
+            ax.set_xticks(range(lo, hi + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(lo - 0.5, hi + 0.5) if lo == hi else ax.set_xlim(lo, hi)
+        ax.legend(loc="lower left")
         ax.grid(alpha=0.3)
+    fig.suptitle(title if not command else f"{title}\n{command}", fontsize=9)
     save_figure(fig, path)

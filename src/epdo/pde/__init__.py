@@ -5,7 +5,8 @@
 * :mod:`.functions`: parametric right-hand sides ``F_theta`` (linear, polynomial, MLP).
 * :mod:`.integrate`: :class:`EulerStep` and :class:`PDEIntegrator` (explicit Euler, stability guard).
 * :mod:`.layer`: :class:`PDELayer`, several PDEs from one input combined linearly.
-* :mod:`.show`: pictures of evolved digits and learned coefficients (``epdo pde-show``).
+
+Pictures of evolved digits and learned coefficients: ``epdo pde-show`` (:mod:`epdo.cli.pde_show`).
 
 >>> from epdo import pde
 >>> pde.PDELayer(2, ("se2", "scale")).labels

@@ -1,4 +1,8 @@
-"""pde_show: the three PNGs from a checkpoint (untrained, tiny data), and its errors."""
+"""epdo.cli.pde_show.pde_show: the three PNGs from a checkpoint (untrained, tiny data), and its errors; the PDE
+package does not depend on the models (it moved out of epdo.pde)."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -6,7 +10,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 import epdo.models as models
-from epdo.pde.show import find_pde_layer, pde_show
+from epdo.cli.pde_show import find_pde_layer, pde_show
 
 
 @pytest.mark.parametrize("function", ["linear", "mlp"])
@@ -34,3 +38,14 @@ def test_pde_show_errors(tmp_path):
         pde_show(tmp_path / "eq.pt", tmp_path / "out", data=torch.rand(1, 28, 28))
     with pytest.raises(FileNotFoundError):
         pde_show(tmp_path / "missing.pt", tmp_path / "out")
+
+
+def test_dependencies_point_one_way():
+    """theory -> layers -> models -> cli: importing epdo.pde loads neither the models nor the command line, and
+    epdo.pde.show is gone."""
+    code = ("import sys, epdo.pde, importlib.util; "
+            "print(sorted(m for m in sys.modules if m.startswith(('epdo.models', 'epdo.cli', 'epdo.data')))); "
+            "print(importlib.util.find_spec('epdo.pde.show'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "None"]
