@@ -5,7 +5,6 @@ docstring examples of the package. Also: the test session's data cache is tempor
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import shlex
@@ -39,22 +38,13 @@ def _epdo_commands() -> list[str]:
     return cmds
 
 
-def _needs(block: str):
-    """Blocks that use an API another branch adds are expected failures until it lands (strict: they must fail)."""
-    import epdo.models
-
-    if "pretrained=True" in block and "pretrained" not in inspect.signature(epdo.models.load).parameters:
-        return pytest.mark.xfail(strict=True, raises=TypeError, reason="needs epdo.models.load(name, pretrained=True) (w-data)")
-    return None
-
-
 def test_the_readme_has_code():
     assert len(PYTHON_BLOCKS) >= 2 and len(BASH_BLOCKS) >= 2 and len(_epdo_commands()) >= 5
 
 
 @pytest.mark.parametrize(
     "block",
-    [pytest.param(b, id=f"python-{i}", marks=[m] if (m := _needs(b)) else []) for i, b in enumerate(PYTHON_BLOCKS)],
+    [pytest.param(b, id=f"python-{i}") for i, b in enumerate(PYTHON_BLOCKS)],
 )
 def test_python_block_runs(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -32,7 +32,7 @@ def _rotate_chunk(images: torch.Tensor, angles: torch.Tensor, mode: str) -> torc
     is_ = cy - ys
     gx = 2.0 * js / max(w - 1, 1) - 1.0
     gy = 2.0 * is_ / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(images.dtype)  # (N, H, W, 2): (x, y) normalised
+    grid = torch.stack((gx, gy), dim=-1).to(device=images.device, dtype=images.dtype)  # (N, H, W, 2): (x, y)
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=True)
 
 

@@ -81,14 +81,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _epdo_version() -> str:
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        return version("epdo")
-    except Exception:  # not installed (e.g. PYTHONPATH=src)
-        import epdo
-
-        return str(getattr(epdo, "__version__", "unknown"))
+    return __version__
 
 
 def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:

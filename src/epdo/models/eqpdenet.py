@@ -130,10 +130,6 @@ def _make_backbone(kind: str, hidden: int, image_size: int, num_classes: int, kw
 
     defaults = dict(PDO_BACKBONE_DEFAULTS)
     if kind == "neural-epdo":
-        import epdo.nn as enn
-
-        if not hasattr(enn, "NeuralEPDO"):
-            raise ValueError("backbone 'neural-epdo' needs epdo.nn.NeuralEPDO, which is not available in this version")
         defaults.update(NEURAL_EPDO_BACKBONE_DEFAULTS)
     return MnistRotNet(layer=kind, num_classes=num_classes, **{**defaults, **(kwargs or {})})
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from ..optim import OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "TrainDefaults",
@@ -52,8 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_OPTIMIZERS = ("adam", "adamw", "sgd")
-_SCHEDULES = ("constant", "exponential", "step", "cosine")
+_OPTIMIZERS = tuple(OPTIMIZERS)  # one registry each: epdo.optim
+_SCHEDULES = tuple(SCHEDULES)
 _DECAY_SCOPES = ("all", "weights")
 
 
