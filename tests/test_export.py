@@ -222,7 +222,8 @@ _LOADER = textwrap.dedent("""
             y = module(x)
         err = float((y - expected).abs().max() / max(1.0, float(expected.abs().max())))
         assert err <= 1e-5, (name, err)
-    assert not [m for m in sys.modules if m.startswith("epdo")], [m for m in sys.modules if m.startswith("epdo")]
+    loaded = [m for m in sys.modules if m.startswith("epdo.")]
+    assert sys.modules["epdo"] is None and not loaded, loaded
     print("ok", len(cases))
 """)
 
