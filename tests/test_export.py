@@ -280,19 +280,27 @@ def small_export():
     torch.manual_seed(9)
     model = _randomize(_torch_backend(models.create("neural-epdo-small")), torch.rand(2, 1, 28, 28))
     x = torch.rand(1, 1, 28, 28)
-    return export(model), x, model(x).detach()
+    with torch.no_grad():
+        return export(model), x, model(x), model
 
 
 def test_torch_export(small_export):
-    exported, x, ref = small_export
+    """torch.export with a dynamic batch dimension: nothing in the exported graph is specialised to it."""
+    exported, _, _, model = small_export
     t0 = time.time()
-    program = torch.export.export(exported, (x,))
-    assert _rel_err(program.module()(x), ref) <= 1e-5
+    batch = torch.export.Dim("batch", max=1024)
+    program = torch.export.export(exported, (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
     print(f"torch.export.export: {time.time() - t0:.1f} s")
+    for b in (1, 3):
+        x = torch.rand(b, 1, 28, 28)
+        with torch.no_grad():
+            assert _rel_err(program.module()(x), model(x)) <= 1e-5
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning",
+                            "ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning")
 def test_torch_jit_trace(small_export):
-    exported, x, ref = small_export
+    exported, x, ref, _ = small_export
     traced = torch.jit.trace(exported, (x,))
     assert _rel_err(traced(x), ref) <= 1e-5
     x2 = torch.rand(2, 1, 28, 28)
@@ -300,8 +308,9 @@ def test_torch_jit_trace(small_export):
 
 
 def test_torch_compile(small_export):
-    """Inductor on CPU (about 30 s on an idle 2-core machine, 2 min under load): one tiny batch, one graph."""
-    exported, x, ref = small_export
+    """Inductor on CPU, one tiny batch, one graph (measured on 2 loaded cores: 170 s cold, 40 s with inductor's
+    cache warm)."""
+    exported, x, ref, _ = small_export
     t0 = time.time()
     compiled = torch.compile(exported, fullgraph=True, dynamic=False)
     y = compiled(x)

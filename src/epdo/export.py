@@ -3,28 +3,26 @@ r"""Whole-model export: epdo networks as plain torch modules that run without ``
 :func:`export` walks any ``torch.nn.Module`` tree and replaces every epdo module by a torch module that
 computes the same function **in eval mode** (running batch-norm statistics, dropout off):
 
-==============================================  ==================================================================
-epdo module                                     exported as
-==============================================  ==================================================================
-:class:`~epdo.nn.PDOConv`                       ``nn.Conv2d`` with the expanded filter :math:`K=\sum_\alpha W_\alpha s_\alpha`
-:class:`~epdo.nn.PointwiseLinear`               ``nn.Conv2d(kernel_size=1)`` with the expanded :math:`W \in \mathrm{Hom}_G`
-:class:`~epdo.nn.FieldBatchNorm`                ``nn.BatchNorm2d`` (eval) with the per-field statistics and affine
-                                                terms copied to every channel of the field
-:class:`~epdo.nn.ReLU`, :class:`~epdo.nn.ELU`   ``nn.ReLU``, ``nn.ELU(alpha)``
-:class:`~epdo.nn.MaxPool2d`, ``AvgPool2d``      ``nn.MaxPool2d``, ``nn.AvgPool2d``
-:class:`~epdo.nn.FieldDropout`                  ``nn.Identity`` (dropout is the identity in eval mode)
-:class:`~epdo.nn.Sequential`                    ``nn.Sequential`` of the exported modules
-:class:`~epdo.nn.NeuralEPDO` (diag and full)    a ``torch.fx.GraphModule``: two ``nn.Conv2d(1x1)`` generator layers
-                                                (:math:`W^1, b^1, W^2, b^2` of paper 000 Eq. 10, per-order scale
-                                                folded in), the derivative maps :math:`\partial^\alpha f` by one
-                                                ``conv2d`` with the 2-D stencils (a buffer), and the per-pixel product
-                                                :math:`\sum_\alpha w_\alpha(f)\,\partial^\alpha f`
-:class:`~epdo.nn.GroupPool`,                    ``torch.fx.GraphModule`` s of pure-torch implementations
-:class:`~epdo.nn.NormNonlinearity`
-registered models (``MnistRotNet``, ``PlainCNN``, one ``torch.fx.GraphModule`` of the whole forward (input normalisation,
-``FCNN``, ``EqPdeNet``)                         features, pooling, head; EqPdeNet: the Euler steps of its PDEs)
-any other epdo module                           its ``forward`` traced by ``torch.fx`` (input checks skipped)
-==============================================  ==================================================================
+- :class:`~epdo.nn.PDOConv` -> ``nn.Conv2d`` with the expanded filter :math:`K = \sum_\alpha W_\alpha s_\alpha`;
+  :class:`~epdo.nn.PointwiseLinear` -> ``nn.Conv2d(kernel_size=1)`` with the expanded
+  :math:`W \in \mathrm{Hom}_G(\rho_{in}, \rho_{out})`;
+- :class:`~epdo.nn.FieldBatchNorm` -> ``nn.BatchNorm2d`` (eval) whose running mean is the projected mean
+  :math:`P_0\mu` and whose variance, weight and bias are the per-field values copied to each channel of the field;
+- :class:`~epdo.nn.ReLU`, :class:`~epdo.nn.ELU`, :class:`~epdo.nn.MaxPool2d`, :class:`~epdo.nn.AvgPool2d` -> the
+  torch modules of the same name; :class:`~epdo.nn.FieldDropout` -> ``nn.Identity``;
+  :class:`~epdo.nn.Sequential` -> ``nn.Sequential`` of the exported modules;
+- :class:`~epdo.nn.NeuralEPDO` (diag and full mode, either backend) -> a ``torch.fx.GraphModule``: the generator
+  :math:`w = W^2\,\mathrm{ReLU}(W^1 f + b^1) + b^2` as two 1x1 ``nn.Conv2d`` (per-order scale folded into
+  :math:`W^2`), the derivative maps :math:`\partial^\alpha f` by one ``conv2d`` with the 2-D stencils (a buffer),
+  and the per-pixel product :math:`\sum_\alpha w_\alpha(f)\,\partial^\alpha f` (diag: channel c uses the
+  coefficients of channel c mod C/p; full: block diagonal over the p partitions);
+- :class:`~epdo.nn.GroupPool`, :class:`~epdo.nn.NormNonlinearity` -> GraphModules of pure-torch implementations
+  (field sums as 0/1 matrices);
+- the registered models (``MnistRotNet``, ``PlainCNN``, ``FCNN``, ``EqPdeNet``) -> one GraphModule of the whole
+  forward (input normalisation, features, pooling, head; for EqPdeNet the explicit Euler steps of its PDEs,
+  without the finiteness check of training);
+- any other epdo module -> its ``forward`` traced by ``torch.fx`` after its children are exported (input checks
+  skipped); TypeError if it cannot be traced (:func:`register_exporter` adds an exporter).
 
 A ``GraphModule`` pickles as generated Python source plus its tensors, so ``torch.save`` / ``pickle`` of an
 exported model loads and runs where epdo is not installed. Containers that are not epdo classes (a user's
@@ -43,7 +41,7 @@ The exported modules run under ``torch.jit.trace``, ``torch.export.export`` and 
 >>> from epdo import groups, fields, nn
 >>> G = groups.cyclic(4)
 >>> t = fields.FieldType(G, [G.regular] * 2)
->>> net = nn.Sequential(nn.NeuralEPDO(t, order=2, kernel_size=3), nn.FieldBatchNorm(t), nn.ReLU(t),
+>>> net = nn.Sequential(nn.NeuralEPDO(t, order=2, kernel_size=3, backend="torch"), nn.FieldBatchNorm(t), nn.ReLU(t),
 ...                     nn.GroupPool(t)).eval()
 >>> plain = export(net)
 >>> type(plain).__name__, [type(m).__name__ for m in plain]
