@@ -210,6 +210,36 @@ def test_pde_backbone_variants():
         assert _rel_err(export(model)(x), model(x)) <= 1e-10, kw
 
 
+def test_pde_modules():
+    """The PDE layers on their own: an Euler step, an integrator (from one or n_pdes channels), a PDE layer
+    without the linear combination."""
+    from epdo import pde
+
+    torch.manual_seed(13)
+    cases = [(pde.EulerStep("scale", n_pdes=3, dt=0.1, function="poly"), 3),
+             (pde.PDEIntegrator("se2", n_pdes=2, T=0.5, dt=0.1, function="mlp"), 1),
+             (pde.PDEIntegrator("se2", n_pdes=2, T=0.3, dt=0.1, padding="reflect"), 2),
+             (pde.PDELayer((1, 2), ("se2", "scale"), out_channels=None), 1)]
+    for module, c in cases:
+        module = module.double()
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        x = torch.rand(2, c, 12, 10, dtype=torch.float64)
+        exported = export(module)
+        _assert_plain(exported)
+        assert _rel_err(exported(x), module(x)) <= 1e-10, type(module).__name__
+
+
+def test_export_of_an_export_is_the_same_function():
+    torch.manual_seed(14)
+    model = _randomize(_torch_backend(models.create("neural-epdo-small")), torch.rand(2, 1, 28, 28))
+    once = export(model)
+    twice = export(once)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(once(x), twice(x))
+
+
 # --------------------------------------------------------------------------------------------- no epdo import
 
 _LOADER = textwrap.dedent("""

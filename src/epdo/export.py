@@ -56,9 +56,12 @@ from __future__ import annotations
 import copy
 from typing import Callable, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from .diffops import multi_indices, stencils
 
 __all__ = ["export", "export_module", "register_exporter"]
 
@@ -154,12 +157,9 @@ def _skip_check(x: torch.Tensor) -> None:
 
 def _with_exported_children(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose direct children are exported."""
-    children = dict(module.named_children())
-    memo = {id(c): None for c in children.values()}  # do not copy the children twice
-    new = copy.deepcopy(module, memo)
-    for name, child in children.items():
-        new._modules[name] = _export(child)
-    return new
+    exported = {id(c): _export(c) for c in module.children()}
+    memo = dict(exported)  # every reference to a child in the copy (not only _modules) is its export
+    return copy.deepcopy(module, memo)
 
 
 def trace(root: nn.Module, name: str) -> fx.GraphModule:
@@ -207,7 +207,7 @@ class _NeuralEPDOForward(nn.Module):
             w1, b1, w2, b2 = (None if t is None else t.detach().clone() for t in layer.generator_weights())
         self.generator1 = _conv(w1[:, :, None, None], b1)
         self.generator2 = _conv(w2[:, :, None, None], b2)
-        st = torch.as_tensor(layer._stencils.stencils_2d(), dtype=w1.dtype, device=w1.device)
+        st = torch.tensor(np.array(stencils(layer.order, layer.disc)), dtype=w1.dtype, device=w1.device)
         self.register_buffer("stencils", st[:, None].contiguous())
         self.mode, self.p, self.n_alpha = layer.mode, layer.partition, layer.n_alpha
         self.c0_in, self.c0_out, self.pad = layer.c0_in, layer.c0_out, layer.kernel_size // 2
@@ -334,23 +334,21 @@ def _function_forward(f: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
     raise TypeError(f"epdo.export: no export for the PDE right-hand side {type(f).__name__}")
 
 
-class _PDELayerForward(nn.Module):
-    """The PDE layer's forward: per integrator, ``n_steps`` Euler steps from ``x`` expanded to its PDEs
-    (stencils by a depthwise ``conv2d`` after padding), the solutions concatenated, then ``combine``."""
+class _PDEForward(nn.Module):
+    """Explicit Euler steps (paper 001, EulerConv / ConvInt): per Euler step module ``step`` run ``n_steps``
+    times from ``x`` expanded to its PDEs (stencils by a depthwise ``conv2d`` after padding), the solutions
+    concatenated, then ``combine`` (the PDE layer's 1x1 reduction) if given. The finiteness check is dropped."""
 
-    def __init__(self, layer) -> None:
+    def __init__(self, steps: list[tuple[nn.Module, int]], combine: nn.Module | None = None) -> None:
         super().__init__()
-        from .diffops import multi_indices
-
         self.functions = nn.ModuleList()
         self.specs = []
-        for k, integ in enumerate(layer.integrators):
-            step = integ.step
+        for k, (step, n_steps) in enumerate(steps):
             self.functions.append(copy.deepcopy(step.function))
             self.register_buffer(f"stencils{k}", step.stencils.detach().clone())
-            self.specs.append((integ.n_pdes, integ.n_steps, step.dt, step.padding, step.stencils.shape[-1] // 2,
+            self.specs.append((step.n_pdes, n_steps, step.dt, step.padding, step.stencils.shape[-1] // 2,
                                tuple(multi_indices(step.order)), step.invariant_set.fn, len(step.invariant_set)))
-        self.combine = None if layer.combine is None else copy.deepcopy(layer.combine)
+        self.combine = None if combine is None else copy.deepcopy(combine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
@@ -382,7 +380,7 @@ def _load_builtins() -> None:
     from .models.cnn import PlainCNN
     from .models.eqpdenet import FCNN, EqPdeNet
     from .models.mnist_rot import MnistRotNet
-    from .pde import PDELayer
+    from .pde import EulerStep, PDEIntegrator, PDELayer
 
     @register_exporter(enn.PDOConv)
     def _pdoconv(m):
@@ -436,6 +434,11 @@ def _load_builtins() -> None:
         return trace(root.eval(), "PlainCNNExport")
 
     register_exporter(FCNN)(lambda m: trace(_Call(_export(m.net)).eval(), "FCNNExport"))
-    register_exporter(PDELayer)(lambda m: trace(_PDELayerForward(m).eval(), "PDELayerExport"))
+    def pde_layer(m: PDELayer) -> _PDEForward:
+        return _PDEForward([(integ.step, integ.n_steps) for integ in m.integrators], m.combine)
+
+    register_exporter(EulerStep)(lambda m: trace(_PDEForward([(m, 1)]).eval(), "EulerStepExport"))
+    register_exporter(PDEIntegrator)(lambda m: trace(_PDEForward([(m.step, m.n_steps)]).eval(), "PDEIntegratorExport"))
+    register_exporter(PDELayer)(lambda m: trace(pde_layer(m).eval(), "PDELayerExport"))
     register_exporter(EqPdeNet)(
-        lambda m: trace(nn.Sequential(_PDELayerForward(m.pde), _export(m.head)).eval(), "EqPdeNetExport"))
+        lambda m: trace(nn.Sequential(pde_layer(m.pde), _export(m.head)).eval(), "EqPdeNetExport"))
