@@ -407,7 +407,7 @@ _Untraceable.__module__ = "epdo.testing_fake"  # pretend the class is an epdo la
 
 
 def test_untraceable_epdo_module_raises():
-    with pytest.raises(TypeError, match=r"cannot export _Untraceable .*register_exporter\(_Untraceable\)"):
+    with pytest.raises(TypeError, match=r"cannot export _Untraceable .*@register_exporter\(_Untraceable\)"):
         export(nn.Sequential(nn.ReLU(), _Untraceable()))
 
 
@@ -417,14 +417,18 @@ def test_register_exporter():
             return x if x.sum() > 0 else 2 * x
 
     Double.__module__ = "epdo.testing_fake"
+    module = sys.modules["epdo.export"]  # epdo.export is the function, the module is in sys.modules
+    module._load_builtins()
+    registry = module._EXPORTERS
+    builtin = registry[enn.ReLU]
     register_exporter(Double)(lambda m: nn.Identity())
+    register_exporter(enn.ReLU)(lambda m: nn.LeakyReLU(0.0))  # a user's exporter replaces the built-in one
     try:
-        assert isinstance(export(nn.Sequential(Double()))[0], nn.Identity)
+        out = export(nn.Sequential(Double(), enn.ReLU(REG)))
+        assert isinstance(out[0], nn.Identity) and isinstance(out[1], nn.LeakyReLU)
     finally:
-        from epdo import export as export_mod
-
-        sys.modules["epdo.export"]._EXPORTERS.pop(Double)
-        assert export_mod is export  # epdo.export is the function; the module lives in sys.modules
+        registry.pop(Double)
+        registry[enn.ReLU] = builtin
 
 
 def test_top_level_name():

@@ -54,7 +54,7 @@ True
 from __future__ import annotations
 
 import copy
-from typing import Callable, TypeVar
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,9 +63,7 @@ from torch import fx, nn
 
 from .diffops import multi_indices, stencils
 
-__all__ = ["export", "export_module", "register_exporter"]
-
-_M = TypeVar("_M", bound=type)
+__all__ = ["export", "export_module", "register_exporter", "to_graph_module"]
 
 #: class -> function(module) -> plain torch module; looked up along the MRO (:func:`register_exporter`).
 _EXPORTERS: dict[type, Callable[[nn.Module], nn.Module]] = {}
@@ -75,11 +73,12 @@ _BUILTINS_LOADED = False
 def register_exporter(cls: type) -> Callable[[Callable[[nn.Module], nn.Module]], Callable[[nn.Module], nn.Module]]:
     """Decorator: ``fn(module) -> torch.nn.Module`` exports instances of ``cls`` (and its subclasses without
     an exporter of their own). ``fn`` must return modules that need no epdo import (torch modules or the
-    result of tracing a pure-torch forward, see :func:`trace`); it should use the eval-mode behaviour."""
+    result of tracing a pure-torch forward, :func:`to_graph_module`); it should use the eval-mode behaviour."""
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise TypeError(f"register_exporter: expected a torch.nn.Module subclass, got {cls!r}")
 
     def deco(fn: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+        _load_builtins()  # so that a user's exporter for a built-in class replaces the built-in one
         _EXPORTERS[cls] = fn
         return fn
 
@@ -143,12 +142,12 @@ def _export(module: nn.Module) -> nn.Module:
     if isinstance(new, EquivariantModule):
         new.check_input = _skip_check  # the input checks branch on shapes, which fx cannot trace
     try:
-        return trace(new.eval(), f"{type(module).__name__}Export")
+        return to_graph_module(new.eval(), f"{type(module).__name__}Export")
     except Exception as err:  # fx raises TraceError, TypeError, AttributeError, ... on untraceable code
         raise TypeError(f"epdo.export: cannot export {type(module).__qualname__} (module "
                         f"{type(module).__module__}): its forward is not traceable by torch.fx ({type(err).__name__}: "
-                        f"{err}); register an exporter with epdo.export.register_exporter({type(module).__name__})"
-                        ) from err
+                        f"{err}); register an exporter for it: from epdo.export import register_exporter, then "
+                        f"@register_exporter({type(module).__name__})") from err
 
 
 def _skip_check(x: torch.Tensor) -> None:
@@ -162,9 +161,10 @@ def _with_exported_children(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def trace(root: nn.Module, name: str) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` of a module whose forward is pure torch, as a GraphModule named ``name``
-    that references no epdo code (checked: every called function and submodule must come from torch)."""
+def to_graph_module(root: nn.Module, name: str) -> fx.GraphModule:
+    """``torch.fx`` trace of a module whose forward is pure torch (tensors it reads become buffers or
+    parameters of the result), as a GraphModule class ``name`` that pickles without epdo. TypeError if the graph
+    calls an epdo function or module. For exporters of new layers (:func:`register_exporter`)."""
     tracer = fx.Tracer()
     graph = tracer.trace(root)
     graph._tracer_cls = None  # keep the pickle free of references to tracer classes
@@ -196,7 +196,7 @@ def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0) -> 
 
 
 class _NeuralEPDOForward(nn.Module):
-    r"""Paper 000 Eq. 10 with the generator's 1x1 layers as convolutions:
+    r"""The Neural ePDO of paper 000 with the generator's 1x1 layers as convolutions:
     :math:`h = \mathrm{ReLU}(W^1 f + b^1)`, :math:`w = W^2 h + b^2`, ``d = conv2d(f_c, s_alpha)``; diag:
     :math:`y_c = \sum_\alpha w_{c \bmod C_0,\alpha}\, d_{c,\alpha}`; full (block diagonal over the p partitions):
     :math:`y_{q,o} = \sum_{\alpha,i} w_{o,\alpha,i}\, d_{q,i,\alpha}`."""
@@ -375,7 +375,15 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    _BUILTINS_LOADED = True
+    _BUILTINS_LOADED = True  # first: the registrations below call register_exporter, which calls this
+    try:
+        _register_builtins()
+    except BaseException:
+        _BUILTINS_LOADED = False
+        raise
+
+
+def _register_builtins() -> None:
     from . import nn as enn
     from .models.cnn import PlainCNN
     from .models.eqpdenet import FCNN, EqPdeNet
@@ -419,26 +427,29 @@ def _load_builtins() -> None:
     register_exporter(enn.MaxPool2d)(lambda m: nn.MaxPool2d(m.kernel_size, m.stride, m.padding))
     register_exporter(enn.AvgPool2d)(lambda m: nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
     register_exporter(enn.Sequential)(lambda m: nn.Sequential(*[_export(c) for c in m]))
-    register_exporter(enn.NeuralEPDO)(lambda m: trace(_NeuralEPDOForward(m), "NeuralEPDOExport"))
-    register_exporter(enn.GroupPool)(lambda m: trace(_GroupPoolForward(m), "GroupPoolExport"))
-    register_exporter(enn.NormNonlinearity)(lambda m: trace(_NormNonlinearityForward(m), "NormNonlinearityExport"))
+    graph = to_graph_module
+    register_exporter(enn.NeuralEPDO)(lambda m: graph(_NeuralEPDOForward(m), "NeuralEPDOExport"))
+    register_exporter(enn.GroupPool)(lambda m: graph(_GroupPoolForward(m), "GroupPoolExport"))
+    register_exporter(enn.NormNonlinearity)(lambda m: graph(_NormNonlinearityForward(m), "NormNonlinearityExport"))
 
     @register_exporter(MnistRotNet)
     def _mnist_rot(m):
         root = _ImageModelForward(_export(m.features), _export(m.head), m.mean, m.std, spatial_max=True)
-        return trace(root.eval(), "MnistRotNetExport")
+        return to_graph_module(root.eval(), "MnistRotNetExport")
 
     @register_exporter(PlainCNN)
     def _plain_cnn(m):
         root = _ImageModelForward(_export(m.features), _export(m.head), m.mean, m.std, spatial_max=False)
-        return trace(root.eval(), "PlainCNNExport")
+        return to_graph_module(root.eval(), "PlainCNNExport")
 
-    register_exporter(FCNN)(lambda m: trace(_Call(_export(m.net)).eval(), "FCNNExport"))
+    register_exporter(FCNN)(lambda m: graph(_Call(_export(m.net)).eval(), "FCNNExport"))
+
     def pde_layer(m: PDELayer) -> _PDEForward:
         return _PDEForward([(integ.step, integ.n_steps) for integ in m.integrators], m.combine)
 
-    register_exporter(EulerStep)(lambda m: trace(_PDEForward([(m, 1)]).eval(), "EulerStepExport"))
-    register_exporter(PDEIntegrator)(lambda m: trace(_PDEForward([(m.step, m.n_steps)]).eval(), "PDEIntegratorExport"))
-    register_exporter(PDELayer)(lambda m: trace(pde_layer(m).eval(), "PDELayerExport"))
-    register_exporter(EqPdeNet)(
-        lambda m: trace(nn.Sequential(pde_layer(m.pde), _export(m.head)).eval(), "EqPdeNetExport"))
+    register_exporter(EulerStep)(lambda m: graph(_PDEForward([(m, 1)]).eval(), "EulerStepExport"))
+    register_exporter(PDEIntegrator)(lambda m: graph(_PDEForward([(m.step, m.n_steps)]).eval(),
+                                                    "PDEIntegratorExport"))
+    register_exporter(PDELayer)(lambda m: graph(pde_layer(m).eval(), "PDELayerExport"))
+    register_exporter(EqPdeNet)(lambda m: graph(nn.Sequential(pde_layer(m.pde), _export(m.head)).eval(),
+                                                "EqPdeNetExport"))
