@@ -15,7 +15,9 @@ computes the same function **in eval mode** (running batch-norm statistics, drop
   :math:`w = W^2\,\mathrm{ReLU}(W^1 f + b^1) + b^2` as two 1x1 ``nn.Conv2d`` (per-order scale folded into
   :math:`W^2`), the derivative maps :math:`\partial^\alpha f` by one ``conv2d`` with the 2-D stencils (a buffer),
   and the per-pixel product :math:`\sum_\alpha w_\alpha(f)\,\partial^\alpha f` (diag: channel c uses the
-  coefficients of channel c mod C/p; full: block diagonal over the p partitions);
+  coefficients of channel c mod C/p; full: block diagonal over the p partitions). The derivative maps are
+  stored (``B C |Gamma| H W`` values), unlike the layer's fused kernel: ``neural-epdo-small`` runs about 1.3x
+  slower exported than with the layer's torch backend (batch 32, one CPU thread);
 - :class:`~epdo.nn.GroupPool`, :class:`~epdo.nn.NormNonlinearity` -> GraphModules of pure-torch implementations
   (field sums as 0/1 matrices);
 - the registered models (``MnistRotNet``, ``PlainCNN``, ``FCNN``, ``EqPdeNet``) -> one GraphModule of the whole
