@@ -8,3 +8,4 @@ __version__ = "0.1.0"
 
 from . import diffops, fields, groups  # noqa: F401,E402
 from .equivariance import check_equivariance  # noqa: F401,E402
+from .export import export  # noqa: F401,E402
