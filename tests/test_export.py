@@ -21,7 +21,7 @@ import epdo.models as models
 from epdo import fields, groups
 from epdo import nn as enn
 from epdo.export import export, export_module, register_exporter
-from epdo.models.mnist_rot import RestrictToRotations, _CenterCrop
+from epdo.nn import CenterCrop as _CenterCrop, RestrictToRotations
 from epdo.nn import _epdo_kernels as K
 
 C4, C8, D4, SO2 = groups.cyclic(4), groups.cyclic(8), groups.dihedral(4), groups.so2(2)

@@ -225,6 +225,18 @@ class _NeuralEPDOForward(nn.Module):
         return torch.einsum("boaihw,bpiahw->bpohw", coef, d).flatten(1, 2)
 
 
+class _CenterCropForward(nn.Module):
+    """``x[..., m:-m, m:-m]`` (the size check of :class:`epdo.nn.CenterCrop` is left to the slicing)."""
+
+    def __init__(self, layer) -> None:
+        super().__init__()
+        self.margin = int(layer.margin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.margin
+        return x[..., m:-m, m:-m] if m else x
+
+
 class _GroupPoolForward(nn.Module):
     """Max / mean over the channels of each field (fields of equal size: one reshape)."""
 
@@ -432,6 +444,7 @@ def _register_builtins() -> None:
     graph = to_graph_module
     register_exporter(enn.NeuralEPDO)(lambda m: graph(_NeuralEPDOForward(m), "NeuralEPDOExport"))
     register_exporter(enn.GroupPool)(lambda m: graph(_GroupPoolForward(m), "GroupPoolExport"))
+    register_exporter(enn.CenterCrop)(lambda m: graph(_CenterCropForward(m), "CenterCropExport"))
     register_exporter(enn.NormNonlinearity)(lambda m: graph(_NormNonlinearityForward(m), "NormNonlinearityExport"))
 
     @register_exporter(MnistRotNet)
