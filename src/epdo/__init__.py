@@ -7,4 +7,4 @@ Subpackages (dependencies point one way): ``groups`` -> ``fields``, ``diffops`` 
 __version__ = "0.1.0"
 
 from . import diffops, fields, groups  # noqa: F401,E402
-from .equivariance import check_equivariance  # noqa: F401,E402
+from .equivariance import check_equivariance, check_invariance  # noqa: F401,E402

@@ -10,6 +10,7 @@ from .nonlinearities import ELU, NormNonlinearity, ReLU
 from .pointwise import PointwiseLinear
 from .pooling import AvgPool2d, GroupPool, MaxPool2d
 from .sequential import Sequential
+from .ring import RingPDOConv  # noqa: F401 - layers on the ring domain (epdo.fields.Ring)
 
 __all__ = ["AvgPool2d", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm", "FieldBias",
            "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity", "PDOConv",
