@@ -150,6 +150,17 @@ def _per_sample(diff: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     return float(rel.mean()), float(rel.max())
 
 
+def _move(x, device, dtype=None):
+    """``x`` (a tensor, or a tuple / list / dict of them, as a domain's signals may be) on ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else x.dtype)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_move(v, device, dtype) for v in x)
+    if isinstance(x, dict):
+        return {k: _move(v, device, dtype) for k, v in x.items()}
+    return x
+
+
 def _prepare(module: torch.nn.Module, dtype: torch.dtype):
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"check_equivariance: dtype must be a floating torch.dtype, got {dtype!r}")
@@ -182,12 +193,12 @@ def _measure(target: Callable, in_type: FieldType, act_out: Callable[[Any, Group
         """(x, x', in-mask) for an input kind, generated once (seeded per kind, the global RNG untouched)."""
         if kind not in inputs:
             if kind == "given":
-                x = x_given.to(device=device, dtype=dtype)
+                x = _move(x_given, device, dtype)
                 x2 = torch.roll(x, 1, dims=0) if x.shape[0] >= 2 else None
             else:
                 gen = torch.Generator().manual_seed(seed + (0 if kind == "random" else 7919))
-                x = dom.sample(shape, kind, gen, dtype).to(device)
-                x2 = dom.sample(shape, kind, gen, dtype).to(device)
+                x = _move(dom.sample(shape, kind, gen, dtype), device)
+                x2 = _move(dom.sample(shape, kind, gen, dtype), device)
             if mask_input:
                 m = dom.input_mask(non_exact[0], shape, margin, dtype, device) if non_exact else None
                 if m is not None:
