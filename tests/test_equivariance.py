@@ -210,8 +210,9 @@ def test_check_invariance_of_logits():
     assert 0 < rows[1].error < 0.05 and rows[1].sample_max >= rows[1].sample_mean  # interpolation only
     torch.manual_seed(0)
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(169, 4, dtype=torch.float64))
-    bad = epdo.check_invariance(plain, t, size=13)
+    bad = epdo.check_invariance(plain, t, size=13, batch=16)
     assert bad.max_normalized_error() > 0.3
+    assert report[1].agreement == 1.0 and bad[0].agreement == 1.0 and min(r.agreement for r in bad) < 1.0
     data = torch.rand(4, 1, 13, 13, dtype=torch.float64)
     given = epdo.check_invariance(_RadialLogits(), x=data, elements=[S.identity, S.rotation(math.pi / 2)])
     assert [r.input for r in given] == ["given"] * 2 and given.max_error() < 1e-12

@@ -63,6 +63,7 @@ class EquivarianceRow:
     sample_mean: float = math.nan  # mean and max over the batch of the per-sample relative error
     sample_max: float = math.nan
     abs_error: float = math.nan  # |f(g.x) - g.f(x)| (inside the mask)
+    agreement: float = math.nan  # check_invariance of (B, K) logits: fraction of inputs whose argmax is unchanged
 
 
 class EquivarianceReport(list):
@@ -236,8 +237,11 @@ def _measure(target: Callable, in_type: FieldType, act_out: Callable[[Any, Group
         err = _ratio(num, torch.linalg.vector_norm(fy * m))
         norm = math.nan if fy2 is None else _ratio(num, torch.linalg.vector_norm((fy2 - fy) * m))
         mean, mx = _per_sample(diff, fy * m)
+        agree = math.nan
+        if mask_input and fy.dim() == 2 and fy.shape[0] > 0 and fy.shape[1] > 1:  # logits of an invariant model
+            agree = float((fygx.argmax(1) == fy.argmax(1)).to(torch.float64).mean())
         angle, flip = _angle_flip(g)
-        return EquivarianceRow(g, angle, flip, err, exact, norm, kind, mean, mx, float(num))
+        return EquivarianceRow(g, angle, flip, err, exact, norm, kind, mean, mx, float(num), agree)
 
     report = EquivarianceReport()
     for g in elements:
@@ -347,7 +351,8 @@ def check_invariance(model: torch.nn.Module, in_type: FieldType | None = None,
     The output is not a field on the domain, so it cannot be masked: when some element is not exact, the
     *input* is restricted to the domain's input mask (on the plane the centred disc of radius
     ``(size - 1)/2 - margin``) so that transforming it loses no content. ``sample_mean`` / ``sample_max`` of
-    each row are the mean and max over the images of the per-image relative error.
+    each row are the mean and max over the images of the per-image relative error; for logits ``(B, K)``,
+    ``agreement`` is the fraction of images whose predicted class (argmax) does not change.
 
     Args:
         model: maps in_type-signals to tensors ``(B, ...)``.
