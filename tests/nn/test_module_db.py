@@ -19,6 +19,13 @@ from epdo.testing import assert_equivariant
 from epdo.testing.module_db import GROUPS, MODULE_DB, cpp_usable, get
 
 
+# what today's failures raise (pinned so an xfail cannot hide another error); shape-agnostic ones vary
+_RAISES = {"eval_gradients": RuntimeError,  # "element 0 of tensors does not require grad"
+           "batch_zero": IndexError,  # NeuralEPDO diag
+           "autocast_bf16": RuntimeError,  # "expected m1 and m2 to have the same dtype"
+           "eval_cache_data_write": AssertionError}  # stale output
+
+
 def entries(check: str, select=lambda m: True):
     out = []
     for m in MODULE_DB:
@@ -26,7 +33,8 @@ def entries(check: str, select=lambda m: True):
             continue
         marks = []
         if check in m.xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=m.xfail[check]))
+            raises = None if "trailing spatial dims" in m.xfail[check] else _RAISES.get(check)
+            marks.append(pytest.mark.xfail(strict=True, reason=m.xfail[check], raises=raises))
         if m.needs_cpp:
             ok, why = cpp_usable()
             if not ok:
