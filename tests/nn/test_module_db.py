@@ -323,3 +323,13 @@ def test_field_batchnorm_statistics_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = bn(x)
     assert (y.float() - ref).abs().max() <= 0.05  # bfloat16 rounding of the normalised output only
+
+
+@pytest.mark.parametrize("m", entries("field_type_values", lambda m: m.types is None and not m.needs_cpp))
+def test_layer_field_types_are_values(m):
+    G = _group(m)
+    module = m.make(G)
+    for t in (module.in_type, module.out_type):
+        assert eval(repr(t), {"epdo": epdo}) == t
+        with pytest.raises(AttributeError, match="immutable"):
+            t.domain = None
