@@ -55,8 +55,10 @@ def _group_name(group) -> str:
 class Domain(abc.ABC):
     """A base space for feature fields (see the module documentation for the protocol).
 
-    Domains are immutable values: equal when of the same class with the same parameters, hashable, and
-    ``eval(repr(d)) == d`` with ``import epdo``.
+    Domains are immutable values: equal when of the same class with the same parameters (:meth:`_key`),
+    hashable, and ``eval(repr(d)) == d`` with ``import epdo``. Attribute assignment raises; a subclass sets
+    its parameters once in ``__init__`` with ``object.__setattr__`` (as :class:`Ring` does) and defines
+    ``__reduce__`` for pickling.
     """
 
     __slots__ = ()
