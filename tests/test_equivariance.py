@@ -1,6 +1,8 @@
 """epdo.check_equivariance: elements, exactness flags, masks, detection of non-equivariant maps, modes,
 dtypes, smooth input, plotting and errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -33,8 +35,9 @@ def test_default_elements_and_exact_flags():
     S = groups.o2(2)
     rep = epdo.check_equivariance(PointwiseLinear(fields.FieldType(S, S.irreps), fields.FieldType(S, S.irreps)), size=9)
     assert len(rep) == 48 and sum(r.exact for r in rep) == 8
-    lines = str(rep).splitlines()
-    assert len(lines) == 49 and "rel. error" in lines[0] and "exact" in lines[0]
+    lines = str(rep).splitlines()  # header, 48 rows, the reference row, the definition
+    assert len(lines) == 51 and "rel. error" in lines[0] and "norm. error" in lines[0] and "exact" in lines[0]
+    assert lines[-2].startswith("reference") and "norm. error = |f(g.x) - g.f(x)| / |f(x') - f(x)|" in lines[-1]
 
 
 def test_detects_non_equivariant_maps():
@@ -115,6 +118,12 @@ def test_errors():
     t = fields.FieldType(G, [G.regular])
     with pytest.raises(ValueError, match="input must be one of"):
         epdo.check_equivariance(ReLU(t), input="noise")
+    with pytest.raises(ValueError, match="in_type lives on Plane, out_type on Ring"):
+        epdo.check_equivariance(ReLU(t), t, fields.FieldType(G, [G.regular], fields.Ring(4)))
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(B, 4, H, W\)"):
+        epdo.check_equivariance(ReLU(t), x=torch.randn(2, 3, 5, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="in_type must be an epdo.fields.FieldType"):
+        epdo.check_invariance(torch.nn.Flatten())
     with pytest.raises(TypeError, match="in_type must be an epdo.fields.FieldType"):
         epdo.check_equivariance(torch.nn.ReLU())
     with pytest.raises(TypeError, match="elements of C4"):
@@ -128,3 +137,82 @@ def test_errors():
     with pytest.raises(ValueError, match="rotating by a non-grid angle"):
         t8 = fields.FieldType(groups.cyclic(8), [groups.cyclic(8).regular])
         t8.transform(torch.randn(1, 8, 5, 6), groups.cyclic(8).element(0, 1))
+
+
+def test_auto_input_is_random_on_exact_and_smooth_on_interpolated_elements():
+    C8 = groups.cyclic(8)
+    relu = ReLU(fields.FieldType(C8, [C8.regular]))
+    report = epdo.check_equivariance(relu, size=15)
+    assert [r.input for r in report] == ["random" if k % 2 == 0 else "smooth" for k in range(8)]
+    assert [r.exact for r in report] == [k % 2 == 0 for k in range(8)]
+    forced = epdo.check_equivariance(relu, size=15, input="random")
+    assert {r.input for r in forced} == {"random"}
+    # issue 10: random input made every non-grid angle look broken (0.55-0.66); smooth input does not
+    odd = lambda rep: max(r.error for r in rep if not r.exact)  # noqa: E731
+    assert odd(report) < 0.2 < odd(forced), (odd(report), odd(forced))
+
+
+def test_normalized_error_and_reference_give_the_numbers_a_scale():
+    """norm. error = |f(g.x) - g.f(x)| / |f(x') - f(x)|: about 1 for maps that ignore the symmetry, whatever
+    their output scale; the reference row is that number for the module after an unconstrained filter."""
+    G = groups.cyclic(4)
+    t = fields.FieldType(G, [G.regular] * 2)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, dtype=torch.float64)
+    loud = epdo.check_equivariance(Typed(conv, t), size=11)
+    quiet = epdo.check_equivariance(Typed(lambda x: 1e-6 * conv(x) + 5.0, t), size=11)  # barely input-dependent
+    g = 1  # the 90-degree rotation
+    assert quiet[g].error < 1e-6 < 0.1 < loud[g].error  # relative errors differ by 6 orders of magnitude...
+    assert quiet[g].normalized == pytest.approx(loud[g].normalized, rel=1e-6)  # ...the normalised ones agree
+    assert 0.3 < loud[g].normalized < 3.0
+    eq = epdo.check_equivariance(PointwiseLinear(t, t), size=11)
+    assert eq.max_normalized_error() < 1e-12 and eq.reference.normalized > 0.3
+    assert eq.reference.element == G.element(0, 1) and eq.reference.exact
+    assert epdo.check_equivariance(PointwiseLinear(t, t), size=11, reference=False).reference is None
+    by_hand = eq[g]
+    x = torch.randn(2, 8, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert by_hand.abs_error <= 1e-12 and by_hand.sample_max >= by_hand.sample_mean >= 0
+    assert epdo.check_equivariance(PointwiseLinear(t, t), x=x)[g].input == "given"
+
+
+def test_ring_domain_is_checked_exactly():
+    D8 = groups.dihedral(8)
+    ring = fields.Ring(16)
+    t = fields.FieldType(D8, [D8.regular, D8.trivial], ring)
+    report = epdo.check_equivariance(ReLU(t))
+    assert len(report) == 16 and all(r.exact and r.input == "random" for r in report)
+    assert report.max_error() == 0.0 and report.reference.normalized > 0.1
+    swap = Typed(lambda x: torch.flip(x, dims=(-1,)), t)  # i -> -1 - i: not the ring's reflection i -> -i
+    assert epdo.check_equivariance(swap).max_error() > 0.1
+
+
+class _RadialLogits(torch.nn.Module):
+    """Invariant logits: means over rings about the centre (exactly invariant to the grid symmetries)."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        i = torch.arange(h, dtype=x.dtype).view(-1, 1) - (h - 1) / 2
+        j = torch.arange(w, dtype=x.dtype).view(1, -1) - (w - 1) / 2
+        ring = (i**2 + j**2).sqrt().round().long()
+        return torch.stack([(x[:, 0] * (ring == r)).sum((-2, -1)) for r in range(6)], 1) + 1.0
+
+
+def test_check_invariance_of_logits():
+    D4 = groups.dihedral(4)
+    t = fields.FieldType(D4, [D4.trivial])
+    report = epdo.check_invariance(_RadialLogits(), t, size=13)
+    assert len(report) == 8 and report.max_error() < 1e-12 and report.max_normalized_error() < 1e-12
+    assert report.reference.normalized > 0.1
+    S = groups.so2(0)
+    rows = epdo.check_invariance(_RadialLogits(), fields.FieldType(S, [S.trivial]),
+                                 elements=[S.rotation(a) for a in (0.0, 0.3, 1.0)], size=21, batch=3)
+    assert [r.input for r in rows] == ["random", "smooth", "smooth"] and rows[0].error == 0.0
+    assert 0 < rows[1].error < 0.05 and rows[1].sample_max >= rows[1].sample_mean  # interpolation only
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(169, 4, dtype=torch.float64))
+    bad = epdo.check_invariance(plain, t, size=13, batch=16)
+    assert bad.max_normalized_error() > 0.3
+    assert report[1].agreement == 1.0 and bad[0].agreement == 1.0 and min(r.agreement for r in bad) < 1.0
+    data = torch.rand(4, 1, 13, 13, dtype=torch.float64)
+    given = epdo.check_invariance(_RadialLogits(), x=data, elements=[S.identity, S.rotation(math.pi / 2)])
+    assert [r.input for r in given] == ["given"] * 2 and given.max_error() < 1e-12

@@ -295,7 +295,7 @@ def test_field_type_values():
     G = FINITE["D8"]
     t = fields.FieldType(G, [G.regular, G.regular, G.trivial])
     assert t.size == 33 and len(t) == 3 and t.slices()[2] == slice(32, 33)
-    assert repr(t) == "FieldType(D8: 2xregular, trivial; size=33)"
+    assert str(t) == "FieldType(D8: 2xregular, trivial; size=33)"
     s = t + fields.FieldType(G, [G.irrep(1, 1)])
     assert s.representations == (G.regular, G.regular, G.trivial, G.irrep(1, 1)) and s.size == 35
     assert t == fields.FieldType(G, [G.regular] * 2 + [G.trivial]) and hash(t) == hash(pickle.loads(pickle.dumps(t)))

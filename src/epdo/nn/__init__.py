@@ -12,6 +12,7 @@ from .pointwise import PointwiseLinear
 from .pooling import AvgPool2d, GroupPool, MaxPool2d
 from .restriction import CenterCrop, RestrictToRotations
 from .sequential import Sequential
+from .ring import RingPDOConv  # noqa: F401 - layers on the ring domain (epdo.fields.Ring)
 
 __all__ = ["AvgPool2d", "CenterCrop", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm",
            "FieldBias", "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity",

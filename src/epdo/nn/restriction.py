@@ -33,7 +33,7 @@ class RestrictToRotations(EquivariantModule):
     >>> from epdo import groups, fields
     >>> D = groups.dihedral(4)
     >>> m = RestrictToRotations(fields.FieldType(D, [D.regular]))
-    >>> m.out_type
+    >>> print(m.out_type)
     FieldType(C4: 2xregular; size=8)
     """
 

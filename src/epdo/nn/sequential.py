@@ -21,7 +21,7 @@ class Sequential(EquivariantModule):
     >>> G = groups.cyclic(4)
     >>> t = fields.FieldType(G, [G.regular] * 2)
     >>> net = nn.Sequential(nn.PointwiseLinear(t, t), nn.ReLU(t), nn.GroupPool(t))
-    >>> net.out_type
+    >>> print(net.out_type)
     FieldType(C4: 2xtrivial; size=2)
     >>> net(torch.randn(1, 8, 5, 5)).shape
     torch.Size([1, 2, 5, 5])
