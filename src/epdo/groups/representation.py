@@ -125,8 +125,11 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     # (continuous groups: also at a few random elements, which catches a frequency bound that is too low)
     q_inv = np.linalg.inv(q)
     extra = () if group.is_finite else group.testing_elements(4, seed=12345)
-    for m, g in list(zip(all_mats, avg_elems)) + [(np.asarray(matrix(e), dtype=np.float64), e) for e in extra]:
-        if not np.allclose(q @ _blockdiag([group.irrep_matrix(psi, g) for psi in irreps]) @ q_inv, m,
+    check = tuple(avg_elems) + tuple(extra)
+    check_mats = all_mats + [np.asarray(matrix(e), dtype=np.float64) for e in extra]
+    psi_mats = {psi: group.irrep_matrices(psi, check) for psi in set(irreps)}
+    for i, (m, g) in enumerate(zip(check_mats, check)):
+        if not np.allclose(q @ _blockdiag([psi_mats[psi][i] for psi in irreps]) @ q_inv, m,
                            rtol=1e-8, atol=1e-8 * max(1.0, np.abs(m).max())):
             raise ValueError(f"the matrices given for {group.name} are not a homomorphism"
                              + ("" if group.is_finite else f" with frequencies <= {L}")
@@ -366,9 +369,19 @@ def _is_permutation(rep: Representation) -> bool:
 @lru_cache(maxsize=None)
 def _irrep_tensor(group: Group, a: IrrepId, b: IrrepId) -> tuple[tuple[IrrepId, ...], np.ndarray]:
     """psi_a (x) psi_b = C (+) psi_c C^T: the irreps and the (read-only) orthogonal Clebsch-Gordan matrix."""
-    ids, c = decompose(group, lambda g: np.kron(group.irrep_matrix(a, g), group.irrep_matrix(b, g)),
-                       group.irrep_dim(a) * group.irrep_dim(b),
-                       max_frequency=group.irrep_frequency(a) + group.irrep_frequency(b))
+    bound = group.irrep_frequency(a) + group.irrep_frequency(b)
+    known = {}
+    if not group.is_finite:  # batch the irrep matrices on the quadrature (one call per irrep, not per element)
+        els, _ = group.averaging(bound)
+        known = dict(zip(els, np.einsum("nij,nkl->nikjl", group.irrep_matrices(a, els),
+                                        group.irrep_matrices(b, els)).reshape(len(els), *(2 * [
+                                            group.irrep_dim(a) * group.irrep_dim(b)]))))
+
+    def kron(g):
+        m = known.get(g)
+        return np.kron(group.irrep_matrix(a, g), group.irrep_matrix(b, g)) if m is None else m
+
+    ids, c = decompose(group, kron, group.irrep_dim(a) * group.irrep_dim(b), max_frequency=bound)
     return ids, readonly(c)
 
 
