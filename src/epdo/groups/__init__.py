@@ -15,14 +15,19 @@ evaluates back.
 2
 """
 
+from .euclidean import EuclideanElement, EuclideanGroup, e2, euclidean, se2
 from .group import Group, GroupElement
 from .intertwiners import hom_basis, hom_dimension, hom_structure
 from .irreps import endomorphism_basis, irrep_dim, irrep_ids, irrep_matrix
 from .planar import PlanarElement, PlanarGroup, cyclic, dihedral, o2, so2
+from .polyhedral import PolyhedralElement, PolyhedralGroup, icosahedral, octahedral, tetrahedral
 from .representation import Representation, decompose, directsum, irrep, quotient, regular, trivial
+from .so3 import RotationElement, SO3Group, e3nn_vector_basis, o3, so3
 
 __all__ = [
-    "Group", "GroupElement", "PlanarElement", "PlanarGroup", "Representation", "cyclic", "decompose", "dihedral",
-    "directsum", "endomorphism_basis", "hom_basis", "hom_dimension", "hom_structure", "irrep", "irrep_dim",
-    "irrep_ids", "irrep_matrix", "o2", "quotient", "regular", "so2", "trivial",
+    "EuclideanElement", "EuclideanGroup", "Group", "GroupElement", "PlanarElement", "PlanarGroup",
+    "PolyhedralElement", "PolyhedralGroup", "Representation", "RotationElement", "SO3Group", "cyclic", "decompose",
+    "dihedral", "directsum", "e2", "e3nn_vector_basis", "endomorphism_basis", "euclidean", "hom_basis",
+    "hom_dimension", "hom_structure", "icosahedral", "irrep", "irrep_dim", "irrep_ids", "irrep_matrix", "o2", "o3",
+    "octahedral", "quotient", "regular", "se2", "so2", "so3", "tetrahedral", "trivial",
 ]
