@@ -192,7 +192,11 @@ class SO3Group(Group):
             self._check(g)
         if not len(elements):
             return np.zeros((0, self.irrep_dim(irrep), self.irrep_dim(irrep)))
-        return _wigner(irrep, np.stack([g.matrix for g in elements]), self.parity)
+        out = _wigner(irrep, np.stack([g.matrix for g in elements]), self.parity)
+        if len(_CACHE) + len(elements) <= _CACHE_SIZE:  # later single-element calls find them
+            for g, m in zip(elements, out):
+                _CACHE.setdefault((self, irrep, g), readonly(m))
+        return out
 
     def endomorphism_basis(self, irrep: IrrepId) -> tuple[np.ndarray, ...]:
         """(I,): the real Wigner-D irreps are of real type."""
@@ -278,9 +282,19 @@ def _wigner(irrep: IrrepId, mats: np.ndarray, parity: bool) -> np.ndarray:
     return readonly(d)
 
 
-@lru_cache(maxsize=65536)
+_CACHE: dict = {}
+_CACHE_SIZE = 1 << 17
+
+
 def _irrep_matrix(group: SO3Group, irrep: IrrepId, g: RotationElement) -> np.ndarray:
-    return readonly(_wigner(irrep, g.matrix[None], group.parity)[0])
+    key = (group, irrep, g)
+    m = _CACHE.get(key)
+    if m is None:
+        m = readonly(_wigner(irrep, g.matrix[None], group.parity)[0])
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = m
+    return m
 
 
 @lru_cache(maxsize=None)
