@@ -111,6 +111,10 @@ def test_reprs_read_well():
     assert repr(explicit).startswith("epdo.groups.Representation(epdo.groups.dihedral(4), irreps=[(1, 1)], "
                                      "change_of_basis=[[0.0, 1.0], [1.0, 0.0]], name='swapped'")
     assert roundtrip(explicit) == explicit and str(explicit) == "D4.swapped"
+    expr = "epdo.diffops.derivative_representation(epdo.groups.dihedral(4), 1)"
+    named = groups.Representation.from_matrices(D, lambda g: diffops.derivative_representation(D, 1)(g), 3,
+                                                "rho_hat(N=1)", expr=expr)
+    assert repr(named) == expr and roundtrip(named) == named
 
 
 def test_caches_cannot_be_corrupted():

@@ -162,11 +162,6 @@ class EuclideanGroup(Group):
         return self.point_group.endomorphism_basis(irrep)
 
     # --- subgroups ----------------------------------------------------------------------------
-    def subgroup(self, subgroup: Group) -> Group:
-        """``subgroup`` itself after checking it embeds (a subgroup of the point group, or R^2 x| H')."""
-        self.check_subgroup(subgroup)
-        return subgroup
-
     def embed(self, h: GroupElement, subgroup: Group) -> EuclideanElement:
         """A point-group subgroup element as (0, h); an element of R^2 x| H' as (t, h')."""
         if not isinstance(h, GroupElement) or h.group != subgroup:

@@ -220,6 +220,12 @@ class Group(abc.ABC):
         return [self.irrep(*i) for i in self.irrep_ids()]
 
     # --- subgroups ----------------------------------------------------------------------------
+    def subgroup(self, subgroup: "Group") -> "Group":
+        """``subgroup`` itself, after checking that it embeds into this group (planar groups instead take
+        ``subgroup(N, reflections)``)."""
+        self.check_subgroup(subgroup)
+        return subgroup
+
     def embed(self, h: GroupElement, subgroup: "Group") -> GroupElement:
         """The image in ``self`` of an element ``h`` of ``subgroup``."""
         raise ValueError(f"{subgroup.name} is not a subgroup of {self.name}")
@@ -228,8 +234,7 @@ class Group(abc.ABC):
         """ValueError unless ``subgroup`` embeds into this group (checked on its generators)."""
         if not isinstance(subgroup, Group):
             raise TypeError(f"expected a subgroup (an epdo.groups.Group) of {self.name}, got {subgroup!r}")
-        gens = subgroup.generators() if subgroup.is_finite or subgroup.irrep_ids() else ()
-        for h in gens + (subgroup.identity,):
+        for h in tuple(subgroup.generators()) + (subgroup.identity,):
             self.embed(h, subgroup)
 
 

@@ -267,11 +267,6 @@ class PolyhedralGroup(Group):
         return _irrep_tables(self.kind)[self.check_irrep(irrep)[0]][[self.index(g) for g in elements]]
 
     # --- subgroups ----------------------------------------------------------------------------
-    def subgroup(self, subgroup: Group) -> Group:
-        """``subgroup`` itself, after checking that it embeds (T in O and I; C_N, D_N about the z axis)."""
-        self.check_subgroup(subgroup)
-        return subgroup
-
     def embed(self, h: GroupElement, subgroup: Group) -> PolyhedralElement:
         """The element acting like ``h``: 3x3 matrices as they are; a planar element of C_N / D_N as the
         rotation about the z axis (its reflection y -> -y as the half turn diag(1, -1, -1))."""

@@ -213,11 +213,22 @@ class Representation:
     # --- values ---------------------------------------------------------------------------------
     @classmethod
     def from_matrices(cls, group: Group, matrix: Callable[[GroupElement], np.ndarray], size: int,
-                      name: str | None = None, max_frequency: int | None = None) -> "Representation":
-        """A representation given by its matrices, decomposed numerically (see :func:`decompose`)."""
+                      name: str | None = None, max_frequency: int | None = None, *,
+                      expr: str | None = None) -> "Representation":
+        """A representation given by its matrices, decomposed numerically (see :func:`decompose`).
+
+        ``expr``: optionally, a Python expression (with ``epdo`` in scope) that rebuilds this representation,
+        e.g. ``"epdo.diffops.derivative_representation(epdo.groups.dihedral(4), 2)"``; it becomes the repr
+        (otherwise the repr spells out irreps, Q and the exact table).
+        """
         irreps, q = decompose(group, matrix, size, max_frequency)
         table = np.stack([matrix(g) for g in group.elements]) if group.is_finite else None
-        return cls(group, irreps, q, name, table)
+        rep = cls(group, irreps, q, name, table)
+        if expr is not None:
+            if not isinstance(expr, str):
+                raise TypeError(f"expr must be a str, got {expr!r}")
+            rep._with_expr(expr)
+        return rep
 
     @property
     def size(self) -> int:

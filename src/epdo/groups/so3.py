@@ -203,12 +203,6 @@ class SO3Group(Group):
         return (readonly(np.eye(self.irrep_dim(irrep))),)
 
     # --- subgroups ----------------------------------------------------------------------------
-    def subgroup(self, subgroup: Group) -> Group:
-        """``subgroup`` itself, after checking that it embeds (polyhedral groups, SO(3) in O(3), planar
-        groups as rotations about z)."""
-        self.check_subgroup(subgroup)
-        return subgroup
-
     def embed(self, h: GroupElement, subgroup: Group) -> RotationElement:
         """The element acting like ``h``: 3x3 matrices as they are; a planar element as the rotation about
         the z axis (its reflection y -> -y as the half turn diag(1, -1, -1))."""
