@@ -158,6 +158,11 @@ class Group(abc.ABC):
 
     def check_irrep(self, irrep: object) -> IrrepId:
         """``irrep`` as a tuple of ints if it names an irrep of this group, else ValueError."""
+        if type(irrep) is tuple:
+            try:
+                return _VALID[(self, irrep)]
+            except (KeyError, TypeError):
+                pass
         try:
             ident = tuple(int(v) for v in irrep) if not isinstance(irrep, (str, bytes)) else None
             if ident is not None and any(int(v) != v for v in irrep):
@@ -167,6 +172,7 @@ class Group(abc.ABC):
         if ident is None or not self._is_irrep(ident):
             raise ValueError(f"{irrep!r} is not an irrep of {self.name}; valid: {self.irrep_ids()}"
                              + ("" if self.is_finite else " (and higher frequencies)"))
+        _VALID[(self, ident)] = ident
         return ident
 
     def _is_irrep(self, irrep: IrrepId) -> bool:
@@ -236,6 +242,9 @@ class Group(abc.ABC):
             raise TypeError(f"expected a subgroup (an epdo.groups.Group) of {self.name}, got {subgroup!r}")
         for h in tuple(subgroup.generators()) + (subgroup.identity,):
             self.embed(h, subgroup)
+
+
+_VALID: dict = {}  # (group, irrep id) -> the id as a tuple of ints, for ids already checked
 
 
 def _check_count(n: object) -> None:

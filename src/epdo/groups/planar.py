@@ -25,7 +25,7 @@ Real irreps are named ``(j, k)``: ``k`` is the frequency, ``j`` the reflection i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from math import pi
 
 import numpy as np
@@ -206,16 +206,7 @@ class PlanarGroup(Group):
         return self.irrep_ids_upto(self.max_frequency)
 
     def irrep_ids_upto(self, max_frequency: int) -> tuple[tuple[int, int], ...]:
-        kmax = self.N // 2 if self.is_finite else max_frequency
-        if not self.reflections:
-            return tuple((0, k) for k in range(kmax + 1))
-        ids = [(0, 0), (1, 0)]
-        for k in range(1, kmax + 1):
-            if self.is_finite and 2 * k == self.N:
-                ids += [(0, k), (1, k)]
-            else:
-                ids.append((1, k))
-        return tuple(ids)
+        return _ids(self.N, self.reflections, self.N // 2 if self.is_finite else int(max_frequency))
 
     def _is_irrep(self, irrep: IrrepId) -> bool:
         if len(irrep) != 2:
@@ -228,13 +219,27 @@ class PlanarGroup(Group):
         return int(irrep[1])
 
     def irrep_dim(self, irrep: IrrepId) -> int:
-        j, k = self.check_irrep(irrep)
-        if k == 0 or (self.is_finite and 2 * k == self.N):
-            return 1
-        return 2
+        try:
+            return _DIMS[(self, irrep)]
+        except (KeyError, TypeError):  # not seen yet, or unhashable (a list): check it
+            j, k = ident = self.check_irrep(irrep)
+            d = 1 if k == 0 or (self.is_finite and 2 * k == self.N) else 2
+            _DIMS[(self, ident)] = d
+            return d
 
     def irrep_matrix(self, irrep: IrrepId, g: PlanarElement) -> np.ndarray:
-        """The matrix of irrep ``(j, k)`` at element ``g`` (float64)."""
+        """The matrix of irrep ``(j, k)`` at element ``g`` (float64, read-only; a table for finite groups)."""
+        self._check(g)
+        if self.is_finite:
+            return _table(self, self.check_irrep(irrep))[self.index(g)]
+        return self._irrep_matrix(irrep, g)
+
+    def irrep_matrices(self, irrep: IrrepId, elements) -> np.ndarray:
+        if self.is_finite:
+            return _table(self, self.check_irrep(irrep))[[self.index(g) for g in elements]]
+        return super().irrep_matrices(irrep, elements)
+
+    def _irrep_matrix(self, irrep: IrrepId, g: PlanarElement) -> np.ndarray:
         j, k = irrep
         if self.irrep_dim(irrep) == 1:
             if k == 0:
@@ -280,6 +285,28 @@ class PlanarGroup(Group):
             raise ValueError(f"{subgroup.name} is not a subgroup of {self.name}")
         return self.element(h.flip, h.rotation * self.N // subgroup.N if self.is_finite
                             else h.angle)
+
+
+_DIMS: dict = {}
+
+
+@lru_cache(maxsize=None)
+def _ids(N: int, reflections: bool, kmax: int) -> tuple[tuple[int, int], ...]:
+    if not reflections:
+        return tuple((0, k) for k in range(kmax + 1))
+    ids = [(0, 0), (1, 0)]
+    for k in range(1, kmax + 1):
+        if N > 0 and 2 * k == N:
+            ids += [(0, k), (1, k)]
+        else:
+            ids.append((1, k))
+    return tuple(ids)
+
+
+@lru_cache(maxsize=None)
+def _table(group: PlanarGroup, irrep: IrrepId) -> np.ndarray:
+    """The matrices of an irrep of a finite planar group at all elements (read-only)."""
+    return readonly(np.stack([group._irrep_matrix(irrep, g) for g in group.elements]))
 
 
 def _positive_int(what: str, value: object, minimum: int) -> int:
