@@ -3,6 +3,9 @@ orthogonality, dimensions and characters against class counts), the regular repr
 Hom dimensions against characters, subgroups and restriction."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +168,22 @@ def test_quotients_and_restriction():
     # the 3-dim irreps of I restrict to the 3-dim irrep of T (its rotation matrices)
     res = I.irrep(1).restrict(T)
     assert res.irreps == (T.defining_irrep_id,)
+
+
+def test_complex_type_endomorphisms():
+    T = POLY["T"]
+    i, j = T.endomorphism_basis((1,))  # the 2-dim real irrep built from the complex pair: End = C
+    np.testing.assert_array_equal(i, np.eye(2))
+    np.testing.assert_allclose(j @ j, -np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(j.T, -j, atol=1e-12)
+    assert hom_dimension(T.irrep(1), T.irrep(1)) == 2 and hom_dimension(T.irrep(1), T.irrep(1) + T.irrep(1)) == 4
+
+
+def test_nothing_is_computed_at_import():
+    code = ("import sys, epdo\n"
+            "from epdo.groups import polyhedral, so3\n"
+            "assert polyhedral._data.cache_info().currsize == 0 and polyhedral._irrep_tables.cache_info().currsize == 0\n"
+            "assert 'e3nn' not in sys.modules\n"
+            "epdo.groups.icosahedral(); assert polyhedral._data.cache_info().currsize == 0\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
