@@ -2,9 +2,9 @@ r"""The group protocol: what every group of epdo implements (numpy only).
 
 A :class:`Group` is a frozen, hashable value. Finite groups list their :attr:`~Group.elements`; continuous
 ones are band-limited (a maximal frequency or degree L) and are sampled by Haar measure. Every group knows its
-real irreducible representations (irreps), named by tuples of ints (``irrep_ids()``), with matrices
-``irrep_matrix(id, g)`` and the commutant ``endomorphism_basis(id)`` of each real irrep (1, 2 or 4 matrices
-for real, complex or quaternionic type). :meth:`~Group.generators` are elements whose intertwining constraints
+real irreducible representations (irreps), named by tuples of ints (``irrep_ids()``, the trivial irrep
+first), with matrices ``irrep_matrix(id, g)`` and the commutant ``endomorphism_basis(id)`` of each real
+irrep (1, 2 or 4 matrices for real, complex or quaternionic type). :meth:`~Group.generators` are elements whose intertwining constraints
 imply those of the whole group (on representations of frequency <= L for continuous groups): the Hom solver and
 :func:`~epdo.groups.decompose` only look at them.
 
