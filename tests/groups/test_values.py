@@ -185,3 +185,16 @@ def test_validation_errors():
         groups.Representation(G, [(0, 0)], table=np.ones((3, 1, 1)))
     with pytest.raises(TypeError, match="rotation must be a number"):
         G.element(0, "x")
+
+
+@pytest.mark.parametrize("G", FAMILIES, ids=IDS)
+def test_module_functions_delegate(G):
+    assert groups.irrep_ids(G) == G.irrep_ids() and G.irreps[0] == G.trivial
+    g = G.testing_elements(2, seed=3)[0]
+    for i in G.irrep_ids():
+        assert groups.irrep_dim(G, i) == G.irrep_dim(i) == G.irrep(*i).size
+        assert np.array_equal(groups.irrep_matrix(G, i, g), G.irrep_matrix(i, g))
+        assert all(np.array_equal(a, b) for a, b in zip(groups.endomorphism_basis(G, i), G.endomorphism_basis(i)))
+        assert groups.hom_dimension(G.irrep(*i), G.irrep(*i)) == len(G.endomorphism_basis(i))  # Schur
+    with pytest.raises(TypeError, match="expected an epdo.groups.Group"):
+        groups.irrep_ids("C4")

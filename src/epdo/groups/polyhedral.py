@@ -10,7 +10,9 @@ numbered in closure order, the identity first; the Cayley table gives products a
 Real irreps are found numerically, once per group and only when first needed (cached), by splitting the
 regular representation: a random symmetric element :math:`X = \sum_g c_g R(g)` (``c_g = c_{g^{-1}}``) of its
 commutant (the right multiplications R) has eigenspaces that are single copies of the real irreps; equivalent
-copies are recognised by their characters and one of each is kept, its matrices cleaned to 1e-12. The
+copies are recognised by their characters and one of each is kept (the first in eigenvalue order, in a basis
+obtained by Gram-Schmidt from the projections of e_0, e_1, ..., so that it does not depend on the LAPACK
+build), its matrices cleaned to 1e-12. The
 3-dimensional irrep whose character is tr(g.matrix) is stored as g.matrix itself (:attr:`~PolyhedralGroup.
 defining_irrep_id`). Irrep ids are ``(i,)``, sorted by dimension with the trivial irrep ``(0,)`` first:
 
@@ -131,6 +133,22 @@ def _data(kind: str) -> _Data:
     return _Data(kind)
 
 
+def _canonical_basis(v: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of span(v) that does not depend on which basis LAPACK returned: Gram-Schmidt on
+    the projections P e_0, P e_1, ... (P = v v^T), keeping those with a residual of squared norm > 1e-3."""
+    proj = v @ v.T
+    cols: list[np.ndarray] = []
+    for i in range(proj.shape[0]):
+        x = proj[:, i].copy()
+        for c in cols:
+            x -= (c @ x) * c
+        if x @ x > 1e-3:
+            cols.append(x / np.linalg.norm(x))
+            if len(cols) == v.shape[1]:
+                break
+    return np.stack(cols, axis=1)
+
+
 @lru_cache(maxsize=None)
 def _irrep_tables(kind: str) -> tuple[np.ndarray, ...]:
     """The real irreps as read-only tables (n, d, d), ordered as documented in the module."""
@@ -150,7 +168,7 @@ def _irrep_tables(kind: str) -> tuple[np.ndarray, ...]:
     start = 0
     for i in range(1, n + 1):
         if i == n or w[i] - w[start] > 1e-7 * max(1.0, abs(w).max()):
-            basis = v[:, start:i]
+            basis = _canonical_basis(v[:, start:i])
             table = np.einsum("ai,gab,bj->gij", basis, left, basis)
             chi = np.round(np.trace(table, axis1=1, axis2=2), 6) + 0.0
             found.setdefault(tuple(chi), table)
