@@ -1,47 +1,62 @@
-r"""Subgroups of O(2) acting on the plane: C_N, D_N, SO(2), O(2) (paper 003, part on group theory).
+r"""The group protocol: what every group of epdo implements (numpy only).
 
-Every element is written ``r^k f^s`` (a rotation after an optional reflection) and acts on the plane's
-(x right, y up) coordinates by :math:`R(\theta) F^s` with :math:`F = \mathrm{diag}(1, -1)` (the reflection
-y -> -y) and :math:`\theta = 2\pi k / N` for finite groups or the angle itself for SO(2) and O(2).
-Composition: :math:`(s_1, \theta_1)(s_2, \theta_2) = (s_1 \oplus s_2, \theta_1 + (-1)^{s_1}\theta_2)`.
+A :class:`Group` is a frozen, hashable value. Finite groups list their :attr:`~Group.elements`; continuous
+ones are band-limited (a maximal frequency or degree L) and are sampled by Haar measure. Every group knows its
+real irreducible representations (irreps), named by tuples of ints (``irrep_ids()``, the trivial irrep
+first), with matrices ``irrep_matrix(id, g)`` and the commutant ``endomorphism_basis(id)`` of each real
+irrep (1, 2 or 4 matrices for real, complex or quaternionic type). :meth:`~Group.generators` are elements whose intertwining constraints
+imply those of the whole group (on representations of frequency <= L for continuous groups): the Hom solver and
+:func:`~epdo.groups.decompose` only look at them.
 
-Continuous groups carry a ``max_frequency`` L: the irreps up to frequency L are the ones representations
-and fields of that group may use.
+Implementations: :mod:`.planar` (C_N, D_N, SO(2), O(2)), :mod:`.polyhedral` (T, O, I acting on R^3),
+:mod:`.so3` (SO(3), O(3) with e3nn's Wigner-D), :mod:`.euclidean` (SE(2), E(2)).
+
+>>> from epdo import groups
+>>> G = groups.dihedral(4)
+>>> isinstance(G, groups.Group), G.order, G.is_finite
+(True, 8, True)
+>>> G.irrep_ids()
+((0, 0), (1, 0), (1, 1), (0, 2), (1, 2))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-from math import pi
+import abc
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["Group", "GroupElement", "cyclic", "dihedral", "so2", "o2"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .representation import Representation
+
+__all__ = ["Group", "GroupElement", "IrrepId", "readonly"]
+
+IrrepId = tuple  # a tuple of ints, e.g. (j, k) for planar groups, (l,) for SO(3)
 
 
-@dataclass(frozen=True)
-class GroupElement:
-    """``r^rotation f^flip``; ``rotation`` is an integer mod N for finite groups, an angle in [0, 2pi) else."""
+def readonly(a: np.ndarray) -> np.ndarray:
+    """``a`` as a float64 array that cannot be written to (a copy when ``a`` is shared or not float64)."""
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+class GroupElement(abc.ABC):
+    """An element of a :class:`Group`: ``a * b``, ``g.inverse()``, ``g.group`` and ``g.matrix``.
+
+    ``g.matrix`` is the action on the space the group acts on (2x2 for planar groups, 3x3 for 3-D groups,
+    the 3x3 homogeneous matrix for SE(2)); it is read-only. Elements are frozen, hashable values.
+    """
+
+    __slots__ = ()
 
     group: "Group"
-    flip: int
-    rotation: float | int
 
     @property
-    def angle(self) -> float:
-        """Rotation angle in radians."""
-        g = self.group
-        return 2 * pi * self.rotation / g.N if g.is_finite else float(self.rotation)
-
-    @property
+    @abc.abstractmethod
     def matrix(self) -> np.ndarray:
-        """Action on the plane, a 2x2 orthogonal matrix R(angle) F^flip in the (x right, y up) frame."""
-        c, s = np.cos(self.angle), np.sin(self.angle)
-        if self.group.is_finite and (4 * self.rotation) % self.group.N == 0:
-            c, s = round(c), round(s)  # exact for multiples of 90 degrees
-        r = np.array([[c, -s], [s, c]], dtype=np.float64)
-        return r @ np.diag([1.0, -1.0]) if self.flip else r
+        """The action on the space the group acts on."""
 
     def __mul__(self, other: "GroupElement") -> "GroupElement":
         return self.group.compose(self, other)
@@ -49,161 +64,225 @@ class GroupElement:
     def inverse(self) -> "GroupElement":
         return self.group.inverse(self)
 
-    def __repr__(self) -> str:
-        rot = f"{self.rotation}" if self.group.is_finite else f"{self.rotation:.4f}rad"
-        return f"{self.group.name}[flip={self.flip}, rot={rot}]"
 
+class Group(abc.ABC):
+    """Abstract base of every group (frozen value; subclasses are frozen dataclasses).
 
-@dataclass(frozen=True)
-class Group:
-    """A subgroup of O(2): ``N`` rotations (``N=0``: all of SO(2)) with or without reflections.
-
-    Use the factories :func:`cyclic`, :func:`dihedral`, :func:`so2`, :func:`o2`.
+    Required: :attr:`name`, :attr:`is_finite`, :attr:`identity`, :meth:`compose`, :meth:`inverse`,
+    :attr:`elements` (finite) or :meth:`sample_elements` (continuous), :meth:`irrep_ids`, :meth:`irrep_dim`,
+    :meth:`irrep_matrix`, :meth:`generators`. The rest (regular and quotient representations, irreps as
+    :class:`~epdo.groups.Representation` values, numerical endomorphism bases, Haar averages of finite
+    groups) is shared.
     """
-
-    N: int
-    reflections: bool
-    max_frequency: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.N, (int, np.integer)) or self.N < 0:
-            raise ValueError(f"N must be a non-negative integer (0 = continuous), got {self.N!r}")
-        if self.N == 0 and (not isinstance(self.max_frequency, (int, np.integer)) or self.max_frequency < 0):
-            raise ValueError(f"max_frequency must be a non-negative integer, got {self.max_frequency!r}")
-        if self.N > 0 and self.max_frequency != 0:
-            raise ValueError("max_frequency applies to continuous groups only")
 
     # --- identity -----------------------------------------------------------------------------
     @property
-    def is_finite(self) -> bool:
-        return self.N > 0
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Short human name, e.g. ``"D16"``, ``"SO(3)"``."""
 
     @property
-    def name(self) -> str:
-        if self.is_finite:
-            return f"D{self.N}" if self.reflections else f"C{self.N}"
-        return "O(2)" if self.reflections else "SO(2)"
-
-    def __repr__(self) -> str:
-        if self.is_finite:
-            return f"epdo.groups.{'dihedral' if self.reflections else 'cyclic'}({self.N})"
-        return f"epdo.groups.{'o2' if self.reflections else 'so2'}(max_frequency={self.max_frequency})"
+    @abc.abstractmethod
+    def is_finite(self) -> bool: ...
 
     @property
     def order(self) -> int | None:
         """Number of elements, None for continuous groups."""
-        return self.N * (2 if self.reflections else 1) if self.is_finite else None
+        return len(self.elements) if self.is_finite else None
+
+    def __str__(self) -> str:
+        return self.name
 
     # --- elements -----------------------------------------------------------------------------
-    def element(self, flip: int = 0, rotation: float | int = 0) -> GroupElement:
-        """The element r^rotation f^flip (rotation: an integer for finite groups, an angle otherwise)."""
-        if flip not in (0, 1) or (flip and not self.reflections):
-            raise ValueError(f"flip must be 0{' or 1' if self.reflections else ''} for {self.name}, got {flip!r}")
-        if self.is_finite:
-            if int(rotation) != rotation:
-                raise ValueError(f"{self.name} rotations are integers k (angle 2 pi k / {self.N}), got {rotation!r}")
-            return GroupElement(self, int(flip), int(rotation) % self.N)
-        return GroupElement(self, int(flip), float(rotation) % (2 * pi))
+    @property
+    @abc.abstractmethod
+    def identity(self) -> GroupElement: ...
 
-    def rotation(self, angle: float) -> GroupElement:
-        """The rotation by ``angle`` radians; for finite groups the angle must be a multiple of 2 pi / N."""
-        if self.is_finite:
-            k = angle * self.N / (2 * pi)
-            if abs(k - round(k)) > 1e-9:
-                raise ValueError(f"{angle} rad is not a rotation of {self.name} (multiples of 2pi/{self.N})")
-            return self.element(0, round(k))
-        return self.element(0, angle)
+    @abc.abstractmethod
+    def compose(self, a: GroupElement, b: GroupElement) -> GroupElement: ...
+
+    @abc.abstractmethod
+    def inverse(self, g: GroupElement) -> GroupElement: ...
 
     @property
-    def identity(self) -> GroupElement:
-        return self.element(0, 0)
-
-    @cached_property
     def elements(self) -> tuple[GroupElement, ...]:
-        """All elements (finite groups): rotations r^0..r^{N-1}, then r^k f."""
-        if not self.is_finite:
-            raise ValueError(f"{self.name} is continuous: use sample_elements(n) or testing_elements(n)")
-        return tuple(self.element(s, k) for s in ((0, 1) if self.reflections else (0,)) for k in range(self.N))
+        """All elements of a finite group (a fixed order; ``index`` gives the position)."""
+        raise ValueError(f"{self.name} is continuous: use sample_elements(n) or testing_elements(n)")
 
     def index(self, g: GroupElement) -> int:
-        """Position of ``g`` in :attr:`elements`."""
-        return g.flip * self.N + int(g.rotation)
-
-    def compose(self, a: GroupElement, b: GroupElement) -> GroupElement:
-        self._check(a)
-        self._check(b)
-        sign = -1 if a.flip else 1
-        return self.element(a.flip ^ b.flip, a.rotation + sign * b.rotation)
-
-    def inverse(self, g: GroupElement) -> GroupElement:
+        """Position of ``g`` in :attr:`elements` (finite groups)."""
         self._check(g)
-        return g if g.flip else self.element(0, -g.rotation)
+        return _index_table(self)[g]
 
-    def _check(self, g: GroupElement) -> None:
+    def sample_elements(self, n: int, seed: int = 0) -> tuple[GroupElement, ...]:
+        """``n`` elements drawn from the Haar measure (uniformly for a finite group)."""
+        _check_count(n)
+        if not self.is_finite:
+            raise NotImplementedError(f"{type(self).__name__} must implement sample_elements")
+        rng = np.random.default_rng(seed)
+        return tuple(self.elements[i] for i in rng.integers(0, len(self.elements), size=n))
+
+    def testing_elements(self, n: int = 8, seed: int = 0) -> tuple[GroupElement, ...]:
+        """The elements a test should check: all of a finite group, ``n`` Haar samples of a continuous one."""
+        return self.elements if self.is_finite else self.sample_elements(n, seed)
+
+    def _check(self, g: object) -> None:
         if not isinstance(g, GroupElement) or g.group != self:
             raise TypeError(f"expected an element of {self.name}, got {g!r}")
 
-    def testing_elements(self, n: int = 8, seed: int = 0) -> tuple[GroupElement, ...]:
-        """All elements of a finite group; ``n`` random rotations (and flipped ones) of a continuous group."""
-        if self.is_finite:
-            return self.elements
-        rng = np.random.default_rng(seed)
-        return tuple(self.element(int(s), float(t)) for s, t in zip(
-            rng.integers(0, 2 if self.reflections else 1, size=n), rng.uniform(0, 2 * pi, size=n)))
+    # --- irreps -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def irrep_ids(self) -> tuple[IrrepId, ...]:
+        """All irreps of a finite group; those of frequency <= the band limit of a continuous one."""
+
+    @abc.abstractmethod
+    def irrep_dim(self, irrep: IrrepId) -> int: ...
+
+    @abc.abstractmethod
+    def irrep_matrix(self, irrep: IrrepId, g: GroupElement) -> np.ndarray:
+        """The (read-only, float64, orthogonal) matrix of the real irrep ``irrep`` at ``g``."""
+
+    def irrep_matrices(self, irrep: IrrepId, elements) -> np.ndarray:
+        """``irrep_matrix(irrep, g)`` for many elements at once, shape ``(n, d, d)``."""
+        d = self.irrep_dim(irrep)
+        return np.stack([self.irrep_matrix(irrep, g) for g in elements]) if len(elements) else np.zeros((0, d, d))
+
+    @property
+    def trivial_irrep_id(self) -> IrrepId:
+        """The id of the trivial irrep (by convention the first of :meth:`irrep_ids`)."""
+        return self.irrep_ids()[0]
+
+    def irrep_frequency(self, irrep: IrrepId) -> int:
+        """The band-limit degree of an irrep (planar: k; SO(3): l; 0 for finite groups without one)."""
+        return 0
+
+    def check_irrep(self, irrep: object) -> IrrepId:
+        """``irrep`` as a tuple of ints if it names an irrep of this group, else ValueError."""
+        if type(irrep) is tuple:
+            try:
+                return _VALID[(self, irrep)]
+            except (KeyError, TypeError):
+                pass
+        try:
+            ident = tuple(int(v) for v in irrep) if not isinstance(irrep, (str, bytes)) else None
+            if ident is not None and any(int(v) != v for v in irrep):
+                ident = None
+        except (TypeError, ValueError):
+            ident = None
+        if ident is None or not self._is_irrep(ident):
+            raise ValueError(f"{irrep!r} is not an irrep of {self.name}; valid: {self.irrep_ids()}"
+                             + ("" if self.is_finite else " (and higher frequencies)"))
+        _VALID[(self, ident)] = ident
+        return ident
+
+    def _is_irrep(self, irrep: IrrepId) -> bool:
+        return irrep in self.irrep_ids()
+
+    def irrep_ids_upto(self, max_frequency: int) -> tuple[IrrepId, ...]:
+        """The irreps of frequency <= ``max_frequency`` (finite groups: all of them)."""
+        return self.irrep_ids()
+
+    def endomorphism_basis(self, irrep: IrrepId) -> tuple[np.ndarray, ...]:
+        """An orthogonal basis (identity first, each of Frobenius norm sqrt(d)) of the matrices commuting
+        with the real irrep: 1, 2 or 4 matrices for real, complex or quaternionic type."""
+        return _numerical_endomorphisms(self, self.check_irrep(irrep))
 
     def generators(self, max_frequency: int | None = None) -> tuple[GroupElement, ...]:
-        """Elements whose constraints imply those of the whole group for reps of frequency <= max_frequency.
+        """Elements whose constraints imply the whole group's (for reps of frequency <= max_frequency)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement generators")
 
-        Finite groups: r (and f). Continuous groups: the rotation by 2pi/(2L+1) (and f): a trigonometric
-        polynomial of degree <= L that vanishes on 2L+1 equispaced angles vanishes everywhere.
-        """
-        flip = (self.element(1, 0),) if self.reflections else ()
-        if self.is_finite:
-            return ((self.element(0, 1),) if self.N > 1 else ()) + flip
-        L = self.max_frequency if max_frequency is None else max_frequency
-        return (self.element(0, 2 * pi / (2 * L + 1)),) + flip
+    def averaging(self, max_frequency: int) -> tuple[tuple[GroupElement, ...], np.ndarray]:
+        """Elements and weights (summing to 1) whose weighted mean equals the Haar mean on every matrix
+        entry of a representation of frequency <= 2 * max_frequency (finite groups: all elements)."""
+        if not self.is_finite:
+            raise NotImplementedError(f"{type(self).__name__} must implement averaging")
+        n = len(self.elements)
+        return self.elements, np.full(n, 1.0 / n)
+
+    # --- representations ----------------------------------------------------------------------
+    @property
+    def trivial(self) -> "Representation":
+        from .representation import trivial
+        return trivial(self)
+
+    @property
+    def regular(self) -> "Representation":
+        from .representation import regular
+        return regular(self)
+
+    def irrep(self, *irrep: int) -> "Representation":
+        """The irrep with this id as a :class:`~epdo.groups.Representation` (``D.irrep(1, 1)``)."""
+        from .representation import irrep as _irrep
+        return _irrep(self, *irrep)
+
+    def quotient(self, subgroup: "Group") -> "Representation":
+        """The permutation representation on the cosets G/H."""
+        from .representation import quotient
+        return quotient(self, subgroup)
+
+    @property
+    def irreps(self) -> list["Representation"]:
+        """All irreps (up to the band limit) as representations, in ``irrep_ids()`` order."""
+        return [self.irrep(*i) for i in self.irrep_ids()]
 
     # --- subgroups ----------------------------------------------------------------------------
-    def subgroup(self, N: int, reflections: bool = False) -> "Group":
-        """The subgroup C_N or D_N (N | self.N; for continuous groups any N, or N=0 for SO(2) in O(2))."""
-        if reflections and not self.reflections:
-            raise ValueError(f"{self.name} has no reflections, so no dihedral subgroup")
-        if self.is_finite and (N <= 0 or self.N % N):
-            raise ValueError(f"{N} does not divide {self.N}: no such subgroup of {self.name}")
-        if N == 0:
-            return Group(0, reflections, self.max_frequency)
-        return Group(N, reflections)
+    def subgroup(self, subgroup: "Group") -> "Group":
+        """``subgroup`` itself, after checking that it embeds into this group (planar groups instead take
+        ``subgroup(N, reflections)``)."""
+        self.check_subgroup(subgroup)
+        return subgroup
 
     def embed(self, h: GroupElement, subgroup: "Group") -> GroupElement:
-        """The image in ``self`` of an element ``h`` of ``subgroup`` (rotations map to rotations)."""
-        if h.group != subgroup:
-            raise TypeError(f"{h!r} is not an element of {subgroup.name}")
-        if (subgroup.reflections and not self.reflections) or (
-                self.is_finite and (not subgroup.is_finite or self.N % subgroup.N)):
-            raise ValueError(f"{subgroup.name} is not a subgroup of {self.name}")
-        return self.element(h.flip, h.rotation * self.N // subgroup.N if self.is_finite
-                            else h.angle)
+        """The image in ``self`` of an element ``h`` of ``subgroup``."""
+        raise ValueError(f"{subgroup.name} is not a subgroup of {self.name}")
+
+    def check_subgroup(self, subgroup: "Group") -> None:
+        """ValueError unless ``subgroup`` embeds into this group (checked on its generators)."""
+        if not isinstance(subgroup, Group):
+            raise TypeError(f"expected a subgroup (an epdo.groups.Group) of {self.name}, got {subgroup!r}")
+        for h in tuple(subgroup.generators()) + (subgroup.identity,):
+            self.embed(h, subgroup)
 
 
-def cyclic(N: int) -> Group:
-    """C_N: rotations by multiples of 2 pi / N."""
-    if not isinstance(N, (int, np.integer)) or N < 1:
-        raise ValueError(f"cyclic(N) needs an integer N >= 1, got {N!r}")
-    return Group(int(N), False)
+_VALID: dict = {}  # (group, irrep id) -> the id as a tuple of ints, for ids already checked
 
 
-def dihedral(N: int) -> Group:
-    """D_N: C_N and the reflections y -> -y composed with its rotations (2N elements)."""
-    if not isinstance(N, (int, np.integer)) or N < 1:
-        raise ValueError(f"dihedral(N) needs an integer N >= 1, got {N!r}")
-    return Group(int(N), True)
+def _check_count(n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"the number of elements must be a non-negative integer, got {n!r}")
 
 
-def so2(max_frequency: int) -> Group:
-    """SO(2), band-limited to irreps of frequency <= max_frequency."""
-    return Group(0, False, int(max_frequency))
+@lru_cache(maxsize=None)
+def _index_table(group: Group) -> dict:
+    return {g: i for i, g in enumerate(group.elements)}
 
 
-def o2(max_frequency: int) -> Group:
-    """O(2), band-limited to irreps of frequency <= max_frequency."""
-    return Group(0, True, int(max_frequency))
+def _nullspace(a: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Orthonormal basis (rows) of {v : a v = 0}."""
+    if a.shape[0] == 0:
+        return np.eye(a.shape[1])
+    _, s, vt = np.linalg.svd(a)
+    scale = max(1.0, s[0]) if len(s) else 1.0
+    rank = int(np.sum(s > tol * scale))
+    return vt[rank:]
+
+
+@lru_cache(maxsize=None)
+def _numerical_endomorphisms(group: Group, irrep: IrrepId) -> tuple[np.ndarray, ...]:
+    """Solve X psi(g) = psi(g) X on the generators; orthonormalise (Frobenius) starting from the identity."""
+    d = group.irrep_dim(irrep)
+    gens = group.generators(group.irrep_frequency(irrep))
+    rows = [np.kron(m, np.eye(d)) - np.kron(np.eye(d), m.T) for m in (group.irrep_matrix(irrep, g) for g in gens)]
+    null = _nullspace(np.concatenate(rows) if rows else np.zeros((0, d * d)))
+    basis = [np.eye(d)]
+    for v in null:
+        x = v.reshape(d, d)
+        for b in basis:
+            x = x - np.sum(x * b) / np.sum(b * b) * b
+        if np.linalg.norm(x) > 1e-6:
+            basis.append(x * np.sqrt(d) / np.linalg.norm(x))
+    out = []
+    for b in basis:
+        b = np.where(np.abs(b) < 1e-12, 0.0, b)
+        out.append(readonly(b))
+    return tuple(out)

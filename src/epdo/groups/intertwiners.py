@@ -3,8 +3,11 @@ r"""The equivariant linear-map solver: bases of :math:`\mathrm{Hom}_G(\rho_{in},
 :math:`\{W : W\rho_{in}(g) = \rho_{out}(g) W\ \forall g\}`. With both representations decomposed,
 :math:`W = Q_{out} M Q_{in}^{-1}` where M is block-sparse in irrep coordinates: the block between an
 output copy and an input copy of the same irrep psi is any endomorphism of psi (1 parameter for real-type
-irreps, 2 for the complex-type ones of C_N and SO(2)); all other blocks vanish (Schur's lemma).
-Everything is computed once in float64 and cached per (rho_in, rho_out).
+irreps, 2 for complex-type ones such as those of C_N and SO(2), 4 for quaternionic type); all other blocks vanish
+(Schur's lemma). This holds for every group of the protocol: the decompositions of finite groups are solved on
+their generators, those of continuous groups through their (band-limited) irreps. Everything is computed once
+in float64 and cached per (group, rho_in, rho_out) (a representation carries its group); every cached array
+is read-only, so no caller can corrupt the cache.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .irreps import endomorphism_basis
+from .group import readonly
 from .representation import Representation
 
 __all__ = ["HomStructure", "hom_structure", "hom_basis", "hom_dimension"]
@@ -39,6 +42,10 @@ class HomStructure:
 
 @lru_cache(maxsize=None)
 def hom_structure(rho_in: Representation, rho_out: Representation) -> HomStructure:
+    """The Schur-block structure of Hom_G(rho_in, rho_out) (cached; arrays read-only)."""
+    for r in (rho_in, rho_out):
+        if not isinstance(r, Representation):
+            raise TypeError(f"hom_structure takes two epdo.groups.Representation values, got {r!r}")
     if rho_in.group != rho_out.group:
         raise ValueError(f"representations of different groups: {rho_in.group.name} and {rho_out.group.name}")
     group = rho_in.group
@@ -48,16 +55,17 @@ def hom_structure(rho_in: Representation, rho_out: Representation) -> HomStructu
         for psi_i, si in rho_in.irrep_slices():
             if psi_o != psi_i:
                 continue
-            for e in endomorphism_basis(group, psi_o):
+            for e in group.endomorphism_basis(psi_o):
                 rr, cc = np.nonzero(e)
                 param += [n] * len(rr)
                 row += list(so.start + rr)
                 col += list(si.start + cc)
                 value += list(e[rr, cc])
                 n += 1
-    return HomStructure(n, np.array(param, dtype=np.int64), np.array(row, dtype=np.int64),
-                        np.array(col, dtype=np.int64), np.array(value, dtype=np.float64),
-                        rho_out.change_of_basis, rho_in.change_of_basis_inv)
+    ints = [np.array(v, dtype=np.int64) for v in (param, row, col)]
+    for a in ints:
+        a.setflags(write=False)
+    return HomStructure(n, *ints, readonly(value), rho_out.change_of_basis, rho_in.change_of_basis_inv)
 
 
 def hom_dimension(rho_in: Representation, rho_out: Representation) -> int:

@@ -1,13 +1,22 @@
-r"""Representations as first-class values (paper 003; escnn / e3nn style).
+r"""Representations as first-class values (paper 003; escnn / e3nn style), for every group of the protocol.
 
 A :class:`Representation` of a group G on R^d is stored in decomposed form
 
 .. math:: \rho(g) = Q \Big(\bigoplus_i \psi_i(g)\Big) Q^{-1}, \qquad Q \in GL(d),
 
 with ``irreps = (psi_1, psi_2, ...)`` and ``change_of_basis = Q`` (orthogonal for orthogonal representations
-such as regular and quotient ones; not for the derivative representation rho_hat of Lemma 1). Finite groups also keep the exact
-defining matrices (permutation matrices for regular and quotient reps), so grid symmetries act exactly.
-Two representations are equal when group, irreps and Q are equal (exact comparison, no registry).
+such as regular and quotient ones; not for the derivative representation rho_hat of Lemma 1). Finite groups
+also keep the exact defining matrices (permutation matrices for regular and quotient reps), so grid
+symmetries act exactly. Two representations are equal when group, irreps and Q are equal (exact comparison,
+no registry). Values are immutable: attributes cannot be assigned and every array is read-only.
+``repr(rep)`` evaluates back to an equal representation (``eval(repr(rep), {"epdo": epdo}) == rep``);
+``str(rep)`` is short (``"C16.regular"``).
+
+>>> import epdo
+>>> from epdo import groups
+>>> r = groups.cyclic(4).regular
+>>> r, str(r), eval(repr(r), {"epdo": epdo}) == r
+(epdo.groups.cyclic(4).regular, 'C4.regular', True)
 """
 
 from __future__ import annotations
@@ -18,12 +27,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .group import Group, GroupElement
-from .irreps import endomorphism_basis, irrep_dim, irrep_ids, irrep_matrix
+from .group import Group, GroupElement, IrrepId, _nullspace, readonly
 
 __all__ = ["Representation", "decompose", "directsum", "regular", "quotient", "trivial", "irrep"]
-
-_TOL = 1e-9
 
 
 def _blockdiag(blocks: Sequence[np.ndarray]) -> np.ndarray:
@@ -38,23 +44,20 @@ def _blockdiag(blocks: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _nullspace(a: np.ndarray, tol: float = _TOL) -> np.ndarray:
-    """Orthonormal basis (rows) of {v : a v = 0}."""
-    if a.shape[0] == 0:
-        return np.eye(a.shape[1])
-    _, s, vt = np.linalg.svd(a)
-    scale = max(1.0, s[0]) if len(s) else 1.0
-    rank = int(np.sum(s > tol * scale))
-    return vt[rank:]
+def _check_group(group: object) -> Group:
+    if not isinstance(group, Group):
+        raise TypeError(f"expected an epdo.groups.Group, got {group!r}")
+    return group
 
 
 def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: int,
-              max_frequency: int | None = None) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
+              max_frequency: int | None = None) -> tuple[tuple[IrrepId, ...], np.ndarray]:
     r"""Decompose a representation into irreps numerically.
 
     A non-orthogonal rho is first made orthogonal, :math:`\rho_o = S\rho S^{-1}` with
-    :math:`S = (\mathrm{mean}_g \rho(g)^\top\rho(g))^{1/2}` averaged over the group (for continuous groups
-    over 2L+1 equispaced rotations, which averages trigonometric polynomials of degree 2L exactly).
+    :math:`S = (\mathrm{mean}_g \rho(g)^\top\rho(g))^{1/2}` averaged over the group (finite groups: all
+    elements; continuous groups: the group's quadrature :meth:`~epdo.groups.Group.averaging`, exact for
+    frequencies <= 2L).
 
     For each irrep psi, the intertwiners {X : rho(g) X = X psi(g)} on the group's generators span
     ``multiplicity x dim End(psi)`` dimensions; orthonormal copies are extracted one at a time, projecting
@@ -64,16 +67,18 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     ``max_frequency``, a bound on the frequencies present. Raises ValueError if the result is not a
     complete decomposition (rho not a homomorphism, or the bound too low).
     """
+    _check_group(group)
     if not group.is_finite and max_frequency is None:
         raise ValueError(f"decomposing a representation of {group.name} needs max_frequency")
-    L = max_frequency if max_frequency is not None else group.N // 2
-    candidates = irrep_ids(group) if group.is_finite else irrep_ids(Group(0, group.reflections, L))
+    L = int(max_frequency) if max_frequency is not None else 0
+    candidates = group.irrep_ids() if group.is_finite else group.irrep_ids_upto(L)
     gens = group.generators(L)
-    avg_elems = group.elements if group.is_finite else tuple(
-        group.element(s, 2 * np.pi * k / (2 * L + 1)) for s in ((0, 1) if group.reflections else (0,))
-        for k in range(2 * L + 1))
+    avg_elems, weights = group.averaging(L)
     all_mats = [np.asarray(matrix(g), dtype=np.float64) for g in avg_elems]
-    gram = sum(m.T @ m for m in all_mats) / len(avg_elems)
+    if any(m.shape != (size, size) for m in all_mats):
+        raise ValueError(f"the matrices given for {group.name} must be {size}x{size}, got "
+                         f"{next(m.shape for m in all_mats if m.shape != (size, size))}")
+    gram = sum(w * m.T @ m for w, m in zip(weights, all_mats))
     chars = np.array([np.trace(m) for m in all_mats])
     orthogonal = np.allclose(gram, np.eye(size), atol=1e-10)
     if orthogonal:
@@ -84,15 +89,15 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
             raise ValueError(f"the {size}-dimensional matrices given for {group.name} are singular: not a representation")
         sq, sq_inv = u @ np.diag(np.sqrt(w)) @ u.T, u @ np.diag(1 / np.sqrt(w)) @ u.T
     mats = [sq @ np.asarray(matrix(g), dtype=np.float64) @ sq_inv for g in gens]
-    irreps: list[tuple[int, int]] = []
+    irreps: list[IrrepId] = []
     cols: list[np.ndarray] = []
     proj = np.zeros((size, size))
     for psi in candidates:
-        d = irrep_dim(group, psi)
-        chi_psi = np.array([np.trace(irrep_matrix(group, psi, g)) for g in avg_elems])
-        if abs(chars @ chi_psi) < 1e-6 * len(avg_elems):  # multiplicity zero (character orthogonality)
+        d = group.irrep_dim(psi)
+        chi_psi = np.trace(group.irrep_matrices(psi, avg_elems), axis1=1, axis2=2)
+        if abs(np.sum(weights * chars * chi_psi)) < 1e-6:  # multiplicity zero (character orthogonality)
             continue
-        rows = [np.kron(m, np.eye(d)) - np.kron(np.eye(size), irrep_matrix(group, psi, g).T)
+        rows = [np.kron(m, np.eye(d)) - np.kron(np.eye(size), group.irrep_matrix(psi, g).T)
                 for m, g in zip(mats, gens)]
         null = _nullspace(np.concatenate(rows, axis=0) if rows else np.zeros((0, size * d)))
         for v in null:
@@ -117,20 +122,30 @@ def decompose(group: Group, matrix: Callable[[GroupElement], np.ndarray], size: 
     q = sq_inv @ q
     q[np.abs(q) < 1e-14] = 0.0
     # the intertwiners were solved on the generators only: check rho(g) = Q psi(g) Q^-1 on all sampled elements
-    # (continuous groups: also at a few random angles, which catches a frequency bound that is too low)
+    # (continuous groups: also at a few random elements, which catches a frequency bound that is too low)
     q_inv = np.linalg.inv(q)
     extra = () if group.is_finite else group.testing_elements(4, seed=12345)
-    for m, g in list(zip(all_mats, avg_elems)) + [(np.asarray(matrix(e), dtype=np.float64), e) for e in extra]:
-        if not np.allclose(q @ _blockdiag([irrep_matrix(group, psi, g) for psi in irreps]) @ q_inv, m,
+    check = tuple(avg_elems) + tuple(extra)
+    check_mats = all_mats + [np.asarray(matrix(e), dtype=np.float64) for e in extra]
+    psi_mats = {psi: group.irrep_matrices(psi, check) for psi in set(irreps)}
+    for i, (m, g) in enumerate(zip(check_mats, check)):
+        if not np.allclose(q @ _blockdiag([psi_mats[psi][i] for psi in irreps]) @ q_inv, m,
                            rtol=1e-8, atol=1e-8 * max(1.0, np.abs(m).max())):
             raise ValueError(f"the matrices given for {group.name} are not a homomorphism"
                              + ("" if group.is_finite else f" with frequencies <= {L}")
-                             + f": at {g!r} they differ from the decomposition found on the generators")
+                             + f": at {g} they differ from the decomposition found on the generators")
     return tuple(irreps), q
 
 
+def _floats(a: np.ndarray) -> str:
+    return repr(np.asarray(a).tolist())
+
+
 class Representation:
-    """A real orthogonal representation ``rho(g) = Q (+)_i psi_i(g) Q^T`` of a planar group.
+    """A real representation ``rho(g) = Q (+)_i psi_i(g) Q^{-1}`` of any :class:`~epdo.groups.Group`.
+
+    ``irreps``: irrep ids of ``group`` (tuples of ints); ``change_of_basis``: Q (identity if omitted);
+    ``table`` (finite groups): the exact matrices rho(g) in ``group.elements`` order.
 
     >>> from epdo import groups
     >>> G = groups.cyclic(4)
@@ -138,16 +153,22 @@ class Representation:
     (4, ((0, 0), (0, 1), (0, 2)))
     """
 
-    __slots__ = ("group", "irreps", "change_of_basis", "change_of_basis_inv", "name", "_table", "_hash")
+    __slots__ = ("group", "irreps", "change_of_basis", "change_of_basis_inv", "name", "_table", "_hash", "_expr")
 
-    def __init__(self, group: Group, irreps: Iterable[tuple[int, int]], change_of_basis: np.ndarray | None = None,
+    def __init__(self, group: Group, irreps: Iterable[IrrepId], change_of_basis: np.ndarray | None = None,
                  name: str | None = None, table: np.ndarray | None = None):
-        irreps = tuple(tuple(int(v) for v in i) for i in irreps)
-        size = sum(irrep_dim(group, i) for i in irreps)
+        _check_group(group)
+        if isinstance(irreps, (str, bytes)) or not isinstance(irreps, Iterable):
+            raise TypeError(f"irreps must be a sequence of irrep ids of {group.name} (e.g. {group.irrep_ids()[:2]}), "
+                            f"got {irreps!r}")
+        irreps = tuple(group.check_irrep(i) for i in irreps)
+        size = sum(group.irrep_dim(i) for i in irreps)
         q = np.eye(size) if change_of_basis is None else np.array(change_of_basis, dtype=np.float64)
-        q[q == 0] = 0.0  # no -0.0: equality and hashing compare bytes
         if q.shape != (size, size):
             raise ValueError(f"change_of_basis must be {size}x{size} for irreps {irreps}, got {q.shape}")
+        if not np.isfinite(q).all():
+            raise ValueError("change_of_basis must be finite")
+        q[q == 0] = 0.0  # no -0.0: equality and hashing compare bytes
         if np.allclose(q.T @ q, np.eye(size), atol=1e-12):
             q_inv = q.T.copy()
         else:
@@ -160,24 +181,54 @@ class Representation:
         q.setflags(write=False)
         q_inv.setflags(write=False)
         if table is not None:
+            if not group.is_finite:
+                raise ValueError(f"a table of matrices needs a finite group, {group.name} is continuous")
             table = np.array(table, dtype=np.float64)
+            if table.shape != (len(group.elements), size, size):
+                raise ValueError(f"table must have shape {(len(group.elements), size, size)} "
+                                 f"(one matrix per element of {group.name}), got {table.shape}")
             table.setflags(write=False)
-        self.group = group
-        self.irreps = irreps
-        self.change_of_basis = q
-        self.change_of_basis_inv = q_inv
-        self.name = name or "+".join(f"({j},{k})" for j, k in irreps)
-        self._table = table
-        self._hash = hash((group, irreps, q.tobytes()))
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        s = object.__setattr__
+        s(self, "group", group)
+        s(self, "irreps", irreps)
+        s(self, "change_of_basis", q)
+        s(self, "change_of_basis_inv", q_inv)
+        s(self, "name", name or "+".join("(" + ",".join(str(v) for v in i) + ")" for i in irreps))
+        s(self, "_table", table)
+        s(self, "_hash", hash((group, irreps, q.tobytes())))
+        s(self, "_expr", None)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"Representation is immutable: cannot set {key!r}")
+
+    def __delattr__(self, key):
+        raise AttributeError(f"Representation is immutable: cannot delete {key!r}")
+
+    def _with_expr(self, expr: str) -> "Representation":
+        object.__setattr__(self, "_expr", expr)
+        return self
 
     # --- values ---------------------------------------------------------------------------------
     @classmethod
     def from_matrices(cls, group: Group, matrix: Callable[[GroupElement], np.ndarray], size: int,
-                      name: str | None = None, max_frequency: int | None = None) -> "Representation":
-        """A representation given by its matrices, decomposed numerically (see :func:`decompose`)."""
+                      name: str | None = None, max_frequency: int | None = None, *,
+                      expr: str | None = None) -> "Representation":
+        """A representation given by its matrices, decomposed numerically (see :func:`decompose`).
+
+        ``expr``: optionally, a Python expression (with ``epdo`` in scope) that rebuilds this representation,
+        e.g. ``"epdo.diffops.derivative_representation(epdo.groups.dihedral(4), 2)"``; it becomes the repr
+        (otherwise the repr spells out irreps, Q and the exact table).
+        """
         irreps, q = decompose(group, matrix, size, max_frequency)
         table = np.stack([matrix(g) for g in group.elements]) if group.is_finite else None
-        return cls(group, irreps, q, name, table)
+        rep = cls(group, irreps, q, name, table)
+        if expr is not None:
+            if not isinstance(expr, str):
+                raise TypeError(f"expr must be a str, got {expr!r}")
+            rep._with_expr(expr)
+        return rep
 
     @property
     def size(self) -> int:
@@ -185,7 +236,8 @@ class Representation:
 
     @property
     def max_frequency(self) -> int:
-        return max((k for _, k in self.irreps), default=0)
+        """The largest frequency (degree) among the irreps (0 for groups without one)."""
+        return max((self.group.irrep_frequency(i) for i in self.irreps), default=0)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Representation) and self._hash == other._hash and self.group == other.group
@@ -195,36 +247,56 @@ class Representation:
         return self._hash
 
     def __repr__(self) -> str:
+        if self._expr is not None:
+            return self._expr
+        extra = "" if self._table is None else f", table={_floats(self._table)}"
+        return (f"epdo.groups.Representation({self.group!r}, irreps={list(self.irreps)!r}, "
+                f"change_of_basis={_floats(self.change_of_basis)}, name={self.name!r}{extra})")
+
+    def __str__(self) -> str:
         return f"{self.group.name}.{self.name}"
 
     def __reduce__(self):
-        return (Representation, (self.group, self.irreps, np.array(self.change_of_basis), self.name,
-                                 None if self._table is None else np.array(self._table)))
+        return (_rebuild, (self.group, self.irreps, np.array(self.change_of_basis), self.name,
+                           None if self._table is None else np.array(self._table), self._expr))
 
     # --- matrices -------------------------------------------------------------------------------
     def __call__(self, g: GroupElement) -> np.ndarray:
-        """rho(g) as a float64 matrix (exact table for finite groups)."""
+        """rho(g) as a read-only float64 matrix (exact table for finite groups)."""
         if not isinstance(g, GroupElement) or g.group != self.group:
-            raise TypeError(f"{self!r} takes elements of {self.group.name}, got {g!r}")
+            raise TypeError(f"{self} takes elements of {self.group.name}, got {g!r}")
         if self._table is not None:
             return self._table[self.group.index(g)]
-        return (self.change_of_basis @ _blockdiag([irrep_matrix(self.group, i, g) for i in self.irreps])
-                @ self.change_of_basis_inv)
+        return readonly(self.change_of_basis @ _blockdiag([self.group.irrep_matrix(i, g) for i in self.irreps])
+                        @ self.change_of_basis_inv)
 
     def character(self, g: GroupElement) -> float:
         return float(np.trace(self(g)))
 
-    def multiplicities(self) -> dict[tuple[int, int], int]:
+    def multiplicities(self) -> dict[IrrepId, int]:
         return dict(Counter(self.irreps))
 
-    def irrep_slices(self) -> list[tuple[tuple[int, int], slice]]:
+    def irrep_slices(self) -> list[tuple[IrrepId, slice]]:
         """(irrep, slice of the irrep coordinates) for each irrep in order."""
         out, i = [], 0
         for psi in self.irreps:
-            d = irrep_dim(self.group, psi)
+            d = self.group.irrep_dim(psi)
             out.append((psi, slice(i, i + d)))
             i += d
         return out
+
+    def is_permutation(self) -> bool:
+        """True when every rho(g) is a permutation matrix.
+
+        Finite groups: checked on all elements with the exact matrices (the table of regular and quotient
+        representations; an entry must be 0 or 1 up to 1e-12). Continuous groups: only representations made
+        of trivial irreps (rho(g) = I) qualify.
+        """
+        return _is_permutation(self)
+
+    @property
+    def is_orthogonal(self) -> bool:
+        return np.array_equal(self.change_of_basis_inv, self.change_of_basis.T)
 
     # --- constructions --------------------------------------------------------------------------
     def __add__(self, other: "Representation") -> "Representation":
@@ -232,12 +304,14 @@ class Representation:
 
     def tensor(self, other: "Representation") -> "Representation":
         """Tensor (Kronecker) product rho_1 (x) rho_2, decomposed through the irreps' Clebsch-Gordan maps."""
+        if not isinstance(other, Representation):
+            raise TypeError(f"tensor product needs a Representation, got {other!r}")
         if other.group != self.group:
             raise ValueError(f"tensor product of representations of {self.group.name} and {other.group.name}")
         d2 = other.size
         perm: list[int] = []
         blocks: list[np.ndarray] = []
-        irreps: list[tuple[int, int]] = []
+        irreps: list[IrrepId] = []
         for a, sa in self.irrep_slices():
             for b, sb in other.irrep_slices():
                 for p in range(sa.start, sa.stop):
@@ -251,26 +325,24 @@ class Representation:
         table = None
         if self._table is not None and other._table is not None:
             table = np.einsum("gij,gkl->gikjl", self._table, other._table).reshape(len(self._table), *q.shape)
-        return Representation(self.group, irreps, q, f"({self.name})x({other.name})", table)
-
-    @property
-    def is_orthogonal(self) -> bool:
-        return np.array_equal(self.change_of_basis_inv, self.change_of_basis.T)
+        return Representation(self.group, irreps, q, f"({self.name})x({other.name})", table)._with_expr(
+            f"{self!r}.tensor({other!r})")
 
     def dual(self) -> "Representation":
         """The contragredient representation g -> rho(g^{-1})^T (equal to rho when rho is orthogonal)."""
         table = None
         if self._table is not None:
             table = np.stack([self._table[self.group.index(self.group.inverse(g))].T for g in self.group.elements])
-        return Representation(self.group, self.irreps, self.change_of_basis_inv.T, f"dual({self.name})", table)
+        return Representation(self.group, self.irreps, self.change_of_basis_inv.T, f"dual({self.name})",
+                              table)._with_expr(f"{self!r}.dual()")
 
     def restrict(self, subgroup: Group) -> "Representation":
-        """The restriction to a subgroup (D_N -> C_N, C_N -> C_M for M | N, O(2) -> SO(2), ...)."""
+        """The restriction to a subgroup (D_N -> C_N, C_N -> C_M for M | N, O(2) -> SO(2), I -> T, ...)."""
         g = self.group
-        if subgroup.reflections and not g.reflections or (g.is_finite and (not subgroup.is_finite or g.N % subgroup.N)):
-            raise ValueError(f"{subgroup.name} is not a subgroup of {g.name}")
+        g.check_subgroup(subgroup)
+        bound = None if subgroup.is_finite else max(self.max_frequency, _max_frequency_of(subgroup))
         return Representation.from_matrices(subgroup, lambda h: self(g.embed(h, subgroup)), self.size,
-                                            f"res({self.name})", self.max_frequency)
+                                            f"res({self.name})", bound)._with_expr(f"{self!r}.restrict({subgroup!r})")
 
     def change_basis(self, p: np.ndarray, name: str | None = None) -> "Representation":
         """The equivalent representation P rho(g) P^{-1} for an invertible P."""
@@ -281,17 +353,55 @@ class Representation:
         return Representation(self.group, self.irreps, p @ self.change_of_basis, name, table)
 
 
+def _max_frequency_of(group: Group) -> int:
+    return max((group.irrep_frequency(i) for i in group.irrep_ids()), default=0)
+
+
+def _rebuild(group, irreps, q, name, table, expr):
+    return Representation(group, irreps, q, name, table)._with_expr(expr) if expr else \
+        Representation(group, irreps, q, name, table)
+
+
 @lru_cache(maxsize=None)
-def _irrep_tensor(group: Group, a: tuple[int, int], b: tuple[int, int]):
-    da, db = irrep_dim(group, a), irrep_dim(group, b)
-    return decompose(group, lambda g: np.kron(irrep_matrix(group, a, g), irrep_matrix(group, b, g)),
-                     da * db, max_frequency=a[1] + b[1])
+def _is_permutation(rep: Representation) -> bool:
+    group = rep.group
+    if not group.is_finite:
+        return all(psi == group.trivial_irrep_id for psi in rep.irreps)
+    for g in group.elements:
+        m = np.asarray(rep(g))
+        p = np.round(m)
+        if not np.allclose(m, p, rtol=0, atol=1e-12) or not np.isin(p, (0.0, 1.0)).all():
+            return False
+        if not (np.all(p.sum(0) == 1) and np.all(p.sum(1) == 1)):
+            return False
+    return True
+
+
+@lru_cache(maxsize=None)
+def _irrep_tensor(group: Group, a: IrrepId, b: IrrepId) -> tuple[tuple[IrrepId, ...], np.ndarray]:
+    """psi_a (x) psi_b = C (+) psi_c C^T: the irreps and the (read-only) orthogonal Clebsch-Gordan matrix."""
+    bound = group.irrep_frequency(a) + group.irrep_frequency(b)
+    known = {}
+    if not group.is_finite:  # batch the irrep matrices on the quadrature (one call per irrep, not per element)
+        els, _ = group.averaging(bound)
+        known = dict(zip(els, np.einsum("nij,nkl->nikjl", group.irrep_matrices(a, els),
+                                        group.irrep_matrices(b, els)).reshape(len(els), *(2 * [
+                                            group.irrep_dim(a) * group.irrep_dim(b)]))))
+
+    def kron(g):
+        m = known.get(g)
+        return np.kron(group.irrep_matrix(a, g), group.irrep_matrix(b, g)) if m is None else m
+
+    ids, c = decompose(group, kron, group.irrep_dim(a) * group.irrep_dim(b), max_frequency=bound)
+    return ids, readonly(c)
 
 
 def directsum(*reps: Representation, name: str | None = None) -> Representation:
     """rho_1 (+) rho_2 (+) ... (block-diagonal)."""
     if not reps:
         raise ValueError("directsum needs at least one representation")
+    if not all(isinstance(r, Representation) for r in reps):
+        raise TypeError(f"directsum takes Representations, got {[type(r).__name__ for r in reps]}")
     g = reps[0].group
     if any(r.group != g for r in reps):
         raise ValueError(f"direct sum of representations of different groups: {[r.group.name for r in reps]}")
@@ -301,25 +411,43 @@ def directsum(*reps: Representation, name: str | None = None) -> Representation:
     if g.is_finite:  # keep exact matrices: a summand without a table (irreps, trivial) is exact on its own
         tables = [r._table if r._table is not None else np.stack([r(e) for e in g.elements]) for r in reps]
         table = np.stack([_blockdiag([t[k] for t in tables]) for k in range(len(g.elements))])
-    return Representation(g, irreps, q, name or "+".join(r.name for r in reps), table)
+    expr = ", ".join(repr(r) for r in reps) + ("" if name is None else f", name={name!r}")
+    return Representation(g, irreps, q, name or "+".join(r.name for r in reps), table)._with_expr(
+        f"epdo.groups.directsum({expr})")
 
 
 @lru_cache(maxsize=None)
 def trivial(group: Group) -> Representation:
-    return Representation(group, [(0, 0)], None, "trivial")
+    """The trivial representation rho(g) = 1."""
+    _check_group(group)
+    return Representation(group, [group.trivial_irrep_id], None, "trivial")._with_expr(f"{group!r}.trivial")
+
+
+def irrep(group: Group, *irrep_id: int) -> Representation:
+    """The irrep ``irrep_id`` (e.g. ``irrep(D8, 1, 1)``) as a representation with Q = I."""
+    _check_group(group)
+    return _irrep(group, group.check_irrep(irrep_id))
 
 
 @lru_cache(maxsize=None)
-def irrep(group: Group, j: int, k: int) -> Representation:
-    return Representation(group, [(j, k)], None, f"irrep({j},{k})")
+def _irrep(group: Group, irrep_id: IrrepId) -> Representation:
+    args = ", ".join(str(v) for v in irrep_id)
+    return Representation(group, [irrep_id], None, f"irrep({','.join(str(v) for v in irrep_id)})")._with_expr(
+        f"{group!r}.irrep({args})")
 
 
-@lru_cache(maxsize=None)
 def quotient(group: Group, subgroup: Group) -> Representation:
     """The permutation representation of G on the cosets G/H (H = ``subgroup``); H trivial: regular."""
+    _check_group(group)
     if not group.is_finite:
         raise ValueError(f"{group.name} is continuous: regular and quotient representations need a finite group")
-    sub = [group.embed(h, subgroup) for h in subgroup.elements]
+    _check_group(subgroup)
+    return _quotient(group, subgroup)
+
+
+@lru_cache(maxsize=None)
+def _quotient(group: Group, subgroup: Group | None) -> Representation:
+    sub = [group.identity] if subgroup is None else [group.embed(h, subgroup) for h in subgroup.elements]
     coset_of: dict[GroupElement, int] = {}
     reps: list[GroupElement] = []
     for g in group.elements:
@@ -333,11 +461,16 @@ def quotient(group: Group, subgroup: Group) -> Representation:
     for gi, g in enumerate(group.elements):
         for c, r in enumerate(reps):
             table[gi, coset_of[group.compose(g, r)], c] = 1.0
-    name = "regular" if len(sub) == 1 else f"quotient({group.name}/{subgroup.name})"
+    regular = len(sub) == 1
+    name = "regular" if regular else f"quotient({group.name}/{subgroup.name})"
     irreps, q = decompose(group, lambda g: table[group.index(g)], n)
-    return Representation(group, irreps, q, name, table)
+    rep = Representation(group, irreps, q, name, table)
+    return rep._with_expr(f"{group!r}.regular" if subgroup is None else f"{group!r}.quotient({subgroup!r})")
 
 
 def regular(group: Group) -> Representation:
     """The regular representation of a finite group: rho(g) e_h = e_{gh}."""
-    return quotient(group, group.subgroup(1, False) if group.is_finite else group)
+    _check_group(group)
+    if not group.is_finite:
+        raise ValueError(f"{group.name} is continuous: regular and quotient representations need a finite group")
+    return _quotient(group, None)
