@@ -90,9 +90,9 @@ class EquivarianceReport(list):
 
     def __str__(self) -> str:
         lines = [f"{'element':<28} {'angle':>8} {'flip':>4} {'rel. error':>11} {'norm. error':>11} {'input':>7}  exact"]
-        lines += [self._line(repr(r.element), r) for r in self]
+        lines += [self._line(str(r.element), r) for r in self]
         if self.reference is not None:
-            lines.append(self._line(f"reference: {self.reference.element!r}", self.reference))
+            lines.append(self._line(f"reference: {self.reference.element}", self.reference))
         lines.append(DEFINITION + ("; reference = the module after a fixed random unconstrained filter"
                                    if self.reference is not None else ""))
         return "\n".join(lines)

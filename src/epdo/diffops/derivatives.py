@@ -87,4 +87,5 @@ def _derivative_representation(group, order: int):
         return derivative_rep(group.inverse(g).matrix, order)
 
     return Representation.from_matrices(group, matrix, num_multi_indices(order), f"rho_hat(N={order})",
-                                        max_frequency=order)
+                                        max_frequency=order,
+                                        expr=f"epdo.diffops.derivative_representation({group!r}, {order})")

@@ -97,7 +97,7 @@ class FieldType:
             if not isinstance(r, Representation):
                 raise TypeError(f"FieldType expects Representations, got {type(r).__name__}")
             if r.group != group:
-                raise ValueError(f"representation {r!r} is of group {r.group.name}, not of {group.name}")
+                raise ValueError(f"representation {r} is of group {r.group.name}, not of {group.name}")
         domain = Plane() if domain is None else domain
         if not isinstance(domain, Domain):
             raise TypeError(f"FieldType: domain must be an epdo.fields.Domain (e.g. Plane(), Ring(16)), "
@@ -181,7 +181,7 @@ class FieldType:
 
     @property
     def is_trivial(self) -> bool:
-        return all(r.irreps == ((0, 0),) for r in self.representations)
+        return all(r.irreps == (r.group.trivial_irrep_id,) for r in self.representations)
 
     # --- checks ---------------------------------------------------------------------------------
     def check(self, x: Any, who: str = "input") -> None:
@@ -203,7 +203,7 @@ class FieldType:
         """
         self.check(x, "transform")
         if not isinstance(g, GroupElement) or g.group != self.group:
-            raise TypeError(f"transform takes an element of {self.group.name}, got {g!r}")
+            raise TypeError(f"transform takes an element of {self.group.name}, got {g}")
         f = self.domain.features(x)
         rho = torch.as_tensor(np.array(self.fiber_matrix(g)), dtype=f.dtype, device=f.device)  # writable copy
         return self.domain.transform(self.domain.apply_fiber(x, rho), g, **options)

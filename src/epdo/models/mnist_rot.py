@@ -353,7 +353,7 @@ def _field_kind(rep: Representation) -> str:
         return "q2"
     if rep.name.startswith("quotient(") and rep.name.endswith("/C4)"):
         return "q4"
-    raise ValueError(f"no e2cnn basis dimension recorded for field {rep!r}")
+    raise ValueError(f"no e2cnn basis dimension recorded for field {rep}")
 
 
 def e2cnn_equivalent_count(model: MnistRotNet) -> int:

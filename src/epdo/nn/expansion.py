@@ -116,7 +116,7 @@ class FieldBias(nn.Module):
         for r in reps:
             q = r.change_of_basis
             for psi, sl in r.irrep_slices():
-                if psi == (0, 0):
+                if psi == r.group.trivial_irrep_id:
                     v = np.zeros(sum(x.size for x in reps))
                     v[start : start + r.size] = q[:, sl.start]
                     embed.append(v)

@@ -199,7 +199,7 @@ class NeuralEPDO(PDOLayerBase):
             for i, r in enumerate(in_reps):
                 if not is_permutation_representation(r):
                     raise ValueError(f"{name}: mode='diag' needs permutation fields (regular, quotient, trivial; "
-                                     f"Prop. 3), field {i} of {in_type} is {r!r}; use mode='full'")
+                                     f"Prop. 3), field {i} of {in_type} is {r}; use mode='full'")
         else:
             if len(out_type) % partition:
                 raise ValueError(f"{name}: partition={partition} must divide the number of output fields "
@@ -258,7 +258,7 @@ class NeuralEPDO(PDOLayerBase):
         for i, r in enumerate(reps):
             if r != reps[i % period]:
                 raise ValueError(f"NeuralEPDO: partition={partition} needs {what} to be {partition} copies of its first "
-                                 f"{period} fields; field {i} is {r!r}, field {i % period} is {reps[i % period]!r}")
+                                 f"{period} fields; field {i} is {r}, field {i % period} is {reps[i % period]}")
 
     # --- parameters -----------------------------------------------------------------------------
     def _init_groups(self):
