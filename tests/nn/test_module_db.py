@@ -2,7 +2,7 @@
 
 Each test is parametrised over the entries; an entry's ``xfail`` names the checks that fail on today's code
 (a missing feature) with the exception they raise (strict: they turn into XPASS failures once fixed, so the
-mark must go; pinned: a different error still fails). No entry has one today.
+mark must go; pinned: a different error still fails).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A new layer gets all of these by adding one entry to :data:`MODULE_DB` (a new do
 ``build`` makes field types on it). A check that an entry genuinely cannot pass yet (a missing feature) is
 listed in its ``xfail`` as ``check name -> (reason, exception type raised today)``; it runs as a strict
 expected failure pinned to that exception, so it shows up as XPASS once fixed and cannot hide another
-error. No entry has one today.
+error (today: ``ring_restrict_to_rotations``, whose out_type loses the ring).
 
 A module from G-fields to fields of a subgroup H (:class:`~epdo.nn.RestrictToRotations`, D_N -> C_N) is
 checked for H, with its input type restricted to H (:meth:`ModuleInfo.field_types`): equivariance to the
