@@ -146,3 +146,29 @@ def test_errors():
     layer = RingPDOConv(ti, to)
     with pytest.raises(ValueError, match=r"expected a tensor of shape \(B, 12, 8\) for FieldType\(D4: .*got shape \(2, 15, 9\)"):
         layer(torch.randn(2, 15, 9))
+
+
+def test_pointwise_layers_on_the_ring():
+    """The pointwise layers take ring signals (B, C, M): PointwiseLinear is W x(p) + b at every point (float64
+    einsum reference), GroupPool's invariant output stays on the ring, the spatial pools refuse it."""
+    G = groups.dihedral(4)
+    ring = fields.Ring(8)
+    ti, to = _types(G, ring)
+    torch.manual_seed(0)
+    lin = epdo.nn.PointwiseLinear(ti, to, dtype=torch.float64)
+    with torch.no_grad():
+        lin.bias_term.bias.normal_()
+    x = torch.randn(3, ti.size, 8, dtype=torch.float64)
+    w, b = lin.weight_and_bias()
+    assert torch.allclose(lin(x), torch.einsum("oc,bcm->bom", w, x) + b[:, None], rtol=1e-12, atol=1e-12)
+    assert lin(x[:0]).shape == (0, to.size, 8)
+    with pytest.raises(ValueError, match=r"in_type lives on Ring\(8\) but out_type on Plane"):
+        epdo.nn.PointwiseLinear(ti, to.on(fields.Plane()))
+    t = fields.FieldType(G, [G.regular, G.trivial], ring)
+    pool = epdo.nn.GroupPool(t, "mean")
+    assert pool.out_type == fields.FieldType(G, [G.trivial] * 2, ring)
+    y = pool(torch.randn(2, t.size, 8, dtype=torch.float64))
+    assert y.shape == (2, 2, 8)
+    for cls in (epdo.nn.MaxPool2d, epdo.nn.AvgPool2d):
+        with pytest.raises(ValueError, match=r"expected a field type on the Plane, got one on Ring\(8\)"):
+            cls(t, 2)

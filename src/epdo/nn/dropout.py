@@ -22,7 +22,7 @@ class FieldDropout(EquivariantModule):
         p: drop probability in [0, 1].
 
     Shape:
-        (B, in_type.size, H, W) -> same.
+        (B, in_type.size, H, W) -> same; any trailing spatial dims (e.g. (B, C, M) on a Ring).
 
     >>> from epdo import groups, fields
     >>> G = groups.cyclic(4)

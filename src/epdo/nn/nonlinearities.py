@@ -76,7 +76,7 @@ class ReLU(_PointwiseNonlinearity):
             otherwise, e.g. for irreps).
 
     Shape:
-        (B, in_type.size, H, W) -> same.
+        (B, in_type.size, H, W) -> same; any trailing spatial dims (e.g. (B, C, M) on a Ring).
 
     >>> from epdo import groups, fields
     >>> G = groups.cyclic(4)
@@ -98,7 +98,7 @@ class ELU(_PointwiseNonlinearity):
         alpha: the ELU's :math:`\alpha` (default 1).
 
     Shape:
-        (B, in_type.size, H, W) -> same.
+        (B, in_type.size, H, W) -> same; any trailing spatial dims (e.g. (B, C, M) on a Ring).
     """
 
     def __init__(self, in_type: FieldType, alpha: float = 1.0):
@@ -136,7 +136,7 @@ class NormNonlinearity(EquivariantModule):
         device, dtype: of the bias parameter.
 
     Shape:
-        (B, in_type.size, H, W) -> same.
+        (B, in_type.size, H, W) -> same; any trailing spatial dims (e.g. (B, C, M) on a Ring).
 
     >>> from epdo import groups, fields
     >>> G = groups.so2(2)

@@ -7,6 +7,8 @@ with b non-zero only on the trivial components of the output fields (:class:`~ep
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +39,8 @@ class PointwiseLinear(EquivariantModule):
         device, dtype: of the parameters.
 
     Shape:
-        (B, in_type.size, H, W) -> (B, out_type.size, H, W).
+        (B, in_type.size, H, W) -> (B, out_type.size, H, W); any trailing spatial dims, e.g. (B, C, M) on an
+        :class:`~epdo.fields.Ring` (in_type and out_type on the same domain).
 
     >>> from epdo import groups, fields
     >>> G = groups.dihedral(4)
@@ -53,6 +56,9 @@ class PointwiseLinear(EquivariantModule):
         if in_type.group != out_type.group:
             raise ValueError(f"PointwiseLinear: in_type is of {in_type.group.name} but out_type of "
                              f"{out_type.group.name}; both must be of the same group")
+        if in_type.domain != out_type.domain:
+            raise ValueError(f"PointwiseLinear: in_type lives on {in_type.domain} but out_type on {out_type.domain}; "
+                             f"a pointwise map keeps the domain")
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self.expansion = HomExpansion(list(in_type), list(out_type), **fk)
         self.bias_term = FieldBias(list(out_type), **fk) if bias else None
@@ -92,7 +98,8 @@ class PointwiseLinear(EquivariantModule):
             b = None if b is None else b.to(x.dtype)
         if x.dim() == 4:
             return F.conv2d(x, w[:, :, None, None], b)
-        y = F.conv1d(x.reshape(x.shape[0], x.shape[1], -1), w[:, :, None], b)  # any trailing spatial dims
+        # any trailing spatial dims (e.g. (B, C, M) on a Ring); explicit sizes so that batch size 0 reshapes
+        y = F.conv1d(x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:])), w[:, :, None], b)
         return y.reshape(x.shape[0], w.shape[0], *x.shape[2:])
 
     @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..fields import FieldType
+from ..fields import FieldType, Plane
 from .base import EquivariantModule
 from .nonlinearities import require_permutation_fields
 
@@ -28,7 +28,9 @@ class GroupPool(EquivariantModule):
         mode: "max" or "mean".
 
     Shape:
-        (B, in_type.size, H, W) -> (B, len(in_type), H, W), out_type = ``FieldType(G, [G.trivial] * len(in_type))``.
+        (B, in_type.size, H, W) -> (B, len(in_type), H, W), out_type =
+        ``FieldType(G, [G.trivial] * len(in_type), in_type.domain)``; any trailing spatial dims, e.g.
+        (B, C, M) on an :class:`~epdo.fields.Ring`.
 
     >>> from epdo import groups, fields
     >>> G = groups.cyclic(4)
@@ -44,7 +46,7 @@ class GroupPool(EquivariantModule):
         if mode not in self.MODES:
             raise ValueError(f"GroupPool: mode must be one of {self.MODES}, got {mode!r}")
         G = in_type.group
-        super().__init__(in_type, FieldType(G, [G.trivial] * len(in_type)))
+        super().__init__(in_type, FieldType(G, [G.trivial] * len(in_type), in_type.domain))
         self.mode = mode
         sizes = {r.size for r in in_type.representations}
         self._uniform = sizes.pop() if len(sizes) == 1 else None
@@ -80,6 +82,9 @@ def _pool_args(who: str, kernel_size, stride, padding) -> tuple[int, int, int]:
 
 class _SpatialPool(EquivariantModule):
     def __init__(self, in_type: FieldType, kernel_size: int, stride: int | None = None, padding: int = 0):
+        if isinstance(in_type, FieldType) and not isinstance(in_type.domain, Plane):
+            raise ValueError(f"{type(self).__name__} pools (B, C, H, W) images: expected a field type on the "
+                             f"Plane, got one on {in_type.domain}")
         super().__init__(in_type, in_type)
         self.kernel_size, self.stride, self.padding = _pool_args(type(self).__name__, kernel_size, stride, padding)
 
