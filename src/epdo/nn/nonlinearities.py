@@ -24,30 +24,15 @@ __all__ = ["ReLU", "ELU", "NormNonlinearity", "is_permutation_representation"]
 
 @lru_cache(maxsize=None)
 def is_permutation_representation(rep: Representation) -> bool:
-    """True when every matrix rho(g) is a permutation matrix.
-
-    The one place where ``epdo.nn`` decides this (ReLU/ELU, pooling, FieldBatchNorm, NeuralEPDO diag,
-    RestrictToRotations all call it); it becomes ``rep.is_permutation()`` once Representation has that method.
-
-    Finite groups: checked on all elements with the representation's exact matrices (the stored table of
-    regular and quotient representations; an entry must be exactly 0 or 1 up to 1e-12). Continuous groups:
-    only representations made of trivial irreps (rho(g) = I) qualify.
+    """True when every matrix rho(g) is a permutation matrix: :meth:`epdo.groups.Representation.is_permutation`,
+    the one place that decides it (ReLU/ELU, pooling, FieldBatchNorm, NeuralEPDO diag, RestrictToRotations).
 
     >>> from epdo import groups
     >>> G = groups.dihedral(4)
     >>> is_permutation_representation(G.regular), is_permutation_representation(G.irrep(1, 1))
     (True, False)
     """
-    if not rep.group.is_finite:
-        return all(psi == (0, 0) for psi in rep.irreps)
-    for g in rep.group.elements:
-        m = np.asarray(rep(g))
-        p = np.round(m)
-        if not np.allclose(m, p, rtol=0, atol=1e-12) or not np.isin(p, (0.0, 1.0)).all():
-            return False
-        if not (np.all(p.sum(0) == 1) and np.all(p.sum(1) == 1)):
-            return False
-    return True
+    return rep.is_permutation()
 
 
 def require_permutation_fields(field_type: FieldType, who: str) -> None:
@@ -59,7 +44,7 @@ def require_permutation_fields(field_type: FieldType, who: str) -> None:
             raise ValueError(
                 f"{who} acts channel by channel and is equivariant only for fields whose representation "
                 f"consists of permutation matrices (regular, quotient, trivial); field {i} of {field_type} is "
-                f"{r!r}. Use NormNonlinearity (or GroupPool / AvgPool2d) for such fields")
+                f"{r}. Use NormNonlinearity (or GroupPool / AvgPool2d) for such fields")
 
 
 class _PointwiseNonlinearity(EquivariantModule):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..fields import FieldType
+from ..fields import FieldType, Plane
 from ..groups import Representation
 from .base import EquivariantModule
 from .nonlinearities import is_permutation_representation
@@ -64,7 +64,7 @@ class RestrictToRotations(EquivariantModule):
                 out_reps.append(C.regular if len(orbit) == C.N else C.quotient(C.subgroup(C.N // len(orbit))))
                 perm.extend(start + c for c in orbit)
             start += rep.size
-        super().__init__(in_type, FieldType(C, out_reps))
+        super().__init__(in_type, FieldType(C, out_reps, in_type.domain))
         self.register_buffer("_perm", torch.as_tensor(perm, dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +88,8 @@ class CenterCrop(EquivariantModule):
 
     def __init__(self, in_type: FieldType, margin: int):
         super().__init__(in_type, in_type)
+        if not isinstance(in_type.domain, Plane):
+            raise ValueError(f"CenterCrop crops images on the plane, got a field type on {in_type.domain!r}")
         self.margin = check_int(margin, "margin", "CenterCrop", 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

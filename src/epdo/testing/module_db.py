@@ -8,7 +8,7 @@ A new layer gets all of these by adding one entry to :data:`MODULE_DB` (a new do
 ``build`` makes field types on it). A check that an entry genuinely cannot pass yet (a missing feature) is
 listed in its ``xfail`` as ``check name -> (reason, exception type raised today)``; it runs as a strict
 expected failure pinned to that exception, so it shows up as XPASS once fixed and cannot hide another
-error (today: ``ring_restrict_to_rotations``, whose out_type loses the ring).
+error (none today).
 
 A module from G-fields to fields of a subgroup H (:class:`~epdo.nn.RestrictToRotations`, D_N -> C_N) is
 checked for H, with its input type restricted to H (:meth:`ModuleInfo.field_types`): equivariance to the
@@ -139,7 +139,6 @@ def _perm(G: Group, domain=None) -> FieldType:
 _RING = Ring(8)
 # a missing feature (epdo/nn/restriction.py, not this package's file): the restricted out_type is built without
 # in_type.domain, so it lies on the Plane; check_equivariance refuses types on two domains (ValueError)
-_OUT_ON_PLANE = "RestrictToRotations: out_type does not keep in_type's domain (a Ring field type becomes a Plane one)"
 
 
 def _nn():
@@ -258,7 +257,7 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
     ModuleInfo("ring_batchnorm", lambda G, **fk: _nn().FieldBatchNorm(_mixed(G, _RING), **fk), stochastic=True),
     ModuleInfo("ring_group_pool", lambda G: _nn().GroupPool(_perm(G, _RING)), factory_kwargs=False),
     ModuleInfo("ring_restrict_to_rotations", lambda G: _nn().RestrictToRotations(_perm(G, _RING)), groups=("D4",),
-               factory_kwargs=False, xfail={c: (_OUT_ON_PLANE, ValueError) for c in ("exact_float64", "exact_float32")}),
+               factory_kwargs=False),
 )
 
 
