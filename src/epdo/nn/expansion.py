@@ -54,8 +54,8 @@ class HomExpansion(nn.Module):
                 self.register_buffer(f"_q_in_inv{k}", torch.tensor(s.q_in_inv, **fk), persistent=False)
                 self.register_buffer(f"_val{k}", torch.tensor(s.value, **fk), persistent=False)
                 self.register_buffer(f"_scale{k}", torch.ones(s.n_params, **fk), persistent=False)
-                self._blocks.append(dict(rho_in=ri, rho_out=ro, param=torch.as_tensor(s.param), row=torch.as_tensor(s.row),
-                                         col=torch.as_tensor(s.col), d_out=ro.size, d_in=ri.size,
+                self._blocks.append(dict(rho_in=ri, rho_out=ro, param=torch.tensor(s.param), row=torch.tensor(s.row),
+                                         col=torch.tensor(s.col), d_out=ro.size, d_in=ri.size,
                                          rows=torch.as_tensor(_channel_index(out_reps, out_fields)),
                                          cols=torch.as_tensor(_channel_index(in_reps, in_fields))))
         self.reset_parameters()
