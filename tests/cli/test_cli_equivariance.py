@@ -73,6 +73,9 @@ def test_equivariance_command(cli, tmp_path, capsys):
     assert [r["angle_deg"] for r in res["angles"]] == [0.0, 90.0, 180.0, 270.0]
     assert res["angles"][0]["rel_error"] == 0.0 and all(r["exact"] for r in res["angles"])
     assert res["angles"][1]["rel_error"] > 1e-4  # a plain CNN is not invariant
+    # the library's checker: normalised errors, prediction agreement and a non-invariant reference row
+    assert res["angles"][0]["normalized_error"] == 0.0 and res["angles"][0]["agreement"] == 1.0
+    assert res["reference"]["normalized_error"] > 0.1 and "norm. error" in out and "reference" in out
     assert (tmp_path / "equivariance-tiny-cnn.png").exists()
 
 
@@ -81,6 +84,7 @@ def test_equivariance_of_a_checkpoint_on_data(cli, trained_run, tmp_path):
                "--angles", "3", "--out", tmp_path) == 0
     res = json.loads((tmp_path / "equivariance-tiny-cnn.json").read_text())
     assert res["n"] == 8 and len(res["angles"]) == 3 and res["source"].endswith("best.pt")
+    assert res["angles"][0]["rel_error"] == 0.0 and 0.0 <= res["angles"][1]["agreement"] <= 1.0
 
 
 def test_equivariance_errors(cli, capsys):

@@ -425,3 +425,21 @@ def test_empty_batch(backend):
     assert all(g.abs().sum() == 0 for g in grads[2:])
     w = torch.randn(0, 2, len(st.alphas), 5, 6, dtype=torch.float64, requires_grad=True)
     assert K.pdo_product(f, w, st, backend).shape == f.shape
+
+
+def test_auto_backend_is_a_compile_constant_without_importing_dynamo():
+    """backend='auto' is marked constant for torch.compile the way torch.compiler.assume_constant_result marks
+    functions, without importing torch._dynamo at `import epdo` (which doubled the import time)."""
+    import subprocess
+    import sys
+
+    code = "import sys, epdo.nn; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+    def f():
+        return True
+
+    torch.compiler.assume_constant_result(f)
+    assert f._dynamo_marked_constant is True
+    assert K._auto_cpp._dynamo_marked_constant is True

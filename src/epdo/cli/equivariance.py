@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ import torch
 from torch import nn
 
 import epdo.models as models
-from epdo import check_equivariance, fields, groups
+from epdo import check_invariance, fields, groups
 from epdo.data import DATASETS
-from epdo.equivariance import EquivarianceReport, EquivarianceRow
 
 from .common import (
     CLIError,
@@ -39,7 +37,6 @@ from .common import (
     new_figure,
     out_dir,
     parse_model_kwargs,
-    progress_bar,
     resolve_device,
     save_figure,
     write_json,
@@ -65,8 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="a progress bar on stderr (default: when stderr is a terminal)")
 
 
 class LogitsAsFields(nn.Module):
@@ -91,23 +86,6 @@ class LogitsAsFields(nn.Module):
         return y.reshape(x.shape[0], -1, 1, 1)
 
 
-def _report_on(adapter: LogitsAsFields, x: torch.Tensor, progress: bool | None) -> EquivarianceReport:
-    """The rows of :func:`epdo.check_equivariance` for a given input batch ``x`` (test images), with the same
-    definition: ``||f(g x) - f(x)|| / ||f(x)||`` over the batch, ``g`` acting by
-    :meth:`epdo.fields.FieldType.transform`. (TODO: pass ``x`` to check_equivariance once it takes an input tensor.)"""
-    t = adapter.in_type
-    report = EquivarianceReport()
-    with torch.no_grad():
-        y = adapter(x)
-        den = torch.linalg.vector_norm(y)
-        for g in progress_bar(t.group.elements, desc="angles", enabled=progress):
-            num = torch.linalg.vector_norm(adapter(t.transform(x, g)) - y)  # logits are invariant: g . f(x) = f(x)
-            err = float(num / den) if den > 0 else (0.0 if num == 0 else math.inf)
-            exact = abs(math.degrees(g.angle) % 90.0) < 1e-9 or abs(math.degrees(g.angle) % 90.0 - 90.0) < 1e-9
-            report.append(EquivarianceRow(g, math.degrees(g.angle) % 360.0, int(g.flip), err, exact))
-    return report
-
-
 def run(args: argparse.Namespace) -> int:
     if args.angles < 1 or args.n < 1:
         raise CLIError(f"--angles and --n must be positive, got {args.angles} and {args.n}")
@@ -126,25 +104,42 @@ def run(args: argparse.Namespace) -> int:
     c, h, w = info.input_shape
     if c != 1 or h != w:
         raise CLIError(f"epdo equivariance measures models of one square image channel, {name} takes {info.input_shape}")
-    adapter = LogitsAsFields(model, args.angles, info.num_classes, (h, w)).to(device)
+    G = groups.cyclic(args.angles)
+    in_type = fields.FieldType(G, [G.trivial])
     logger.info("measuring %s at %d angles on %d %s inputs (float64)", source, args.angles, args.n, args.input)
+    x = None
     if args.input == "data":
         ds = load_split(args.data, "test", args.data_dir, args.cache_dir, 0)
         x, _ = dataset_tensors(ds, args.n)
-        report = _report_on(adapter, x.to(device=device, dtype=torch.float64), args.progress)
-    else:
-        report = check_equivariance(adapter, input=args.input, size=h, batch=args.n, seed=args.seed, dtype=torch.float64)
+        x = x.to(device=device, dtype=torch.float64)
+    # the library's checker: input masked to the centre disc, x' = another input for the normalisation,
+    # a non-invariant reference (the model after a fixed random unconstrained filter) for scale
+    report = check_invariance(model, in_type, input="auto" if args.input == "data" else args.input, size=h,
+                              batch=args.n, seed=args.seed, dtype=torch.float64, x=x)
 
-    rows = [{"angle_deg": r.angle, "rel_error": r.error, "exact": r.exact} for r in report]
+    def row(r) -> dict[str, Any]:
+        return {"angle_deg": r.angle, "rel_error": r.error, "normalized_error": r.normalized,
+                "agreement": r.agreement, "exact": r.exact}
+
+    rows = [row(r) for r in report]
+    ref = None if report.reference is None else row(report.reference)
     print(f"invariance of the logits of {source} to input rotations ({args.input} inputs, n={args.n}, centre disc)")
-    print("rel. error = ||f(rotated x) - f(x)|| / ||f(x)|| over the inputs: 0 means invariant; grid-exact angles\n"
-          "show round-off only, the others also interpolation error")
-    print(format_table(["angle(deg)", "rel. error", "grid-exact"],
-                       [[f"{r['angle_deg']:.2f}", f"{r['rel_error']:.3e}", "yes" if r["exact"] else "no"] for r in rows]))
+    print("rel. error = ||f(rotated x) - f(x)|| / ||f(x)||; norm. error = the same over ||f(x') - f(x)|| for other\n"
+          "inputs x' (0: invariant, ~1: no better than an unrelated input); agreement = share of inputs whose\n"
+          "predicted class is unchanged; grid-exact angles show round-off only, the others also interpolation error")
+    table = [[f"{r['angle_deg']:.2f}", f"{r['rel_error']:.3e}", f"{r['normalized_error']:.3e}",
+              f"{r['agreement']:.2f}", "yes" if r["exact"] else "no"] for r in rows]
+    if ref is not None:
+        table.append([f"ref {ref['angle_deg']:.2f}", f"{ref['rel_error']:.3e}", f"{ref['normalized_error']:.3e}",
+                      f"{ref['agreement']:.2f}", "non-invariant reference"])
+    print(format_table(["angle(deg)", "rel. error", "norm. error", "agreement", "grid-exact"], table))
     dest = Path(args.out) if args.out else default_run_dir("equivariance", name)
     out_dir(dest)
     result: dict[str, Any] = {"source": source, "model": name, "input": args.input, "n": args.n, "seed": args.seed,
-                              "angles": rows, "definition": "||f(R x) - f(x)|| / ||f(x)|| over the n inputs",
+                              "angles": rows, "reference": ref,
+                              "definition": "rel_error = ||f(R x) - f(x)|| / ||f(x)||, normalized_error = "
+                                            "||f(R x) - f(x)|| / ||f(x') - f(x)|| over the n inputs (x' = x rolled "
+                                            "by one in the batch); agreement = share of unchanged argmax",
                               "interpolation": "epdo.fields.FieldType.transform: rot90 at multiples of 90, else bicubic",
                               "domain": "centre disc"}
     write_json(dest / f"equivariance-{name}.json", result)

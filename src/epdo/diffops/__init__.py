@@ -23,6 +23,7 @@ from .stencils import (
     register_discretization,
     stencils,
     stencils_1d,
+    stencils_from_1d,
 )
 from .rbf import rbf_fd_stencils, rbf_fd_weights
 from .apply import PADDINGS, STENCIL_PATHS, apply_stencils, correlate, correlate_separable, stencil_tensor
@@ -52,4 +53,5 @@ __all__ = [
     "stencil_tensor",
     "stencils",
     "stencils_1d",
+    "stencils_from_1d",
 ]

@@ -37,6 +37,7 @@ from numpy.polynomial import hermite_e
 from .derivatives import multi_indices
 
 __all__ = [
+    "stencils_from_1d",
     "DISCRETIZATIONS",
     "Discretization",
     "DiscretizationBuilder",
@@ -67,6 +68,13 @@ def _check_kernel_size(k: Any) -> int:
 
 # --------------------------------------------------------------------------------------------------
 # the registry
+
+def stencils_from_1d(s1: np.ndarray, alphas) -> np.ndarray:
+    """2-D correlation stencils of a separable discretisation from its 1-D ones ``(N + 1, k)``:
+    ``stencil[alpha][u, v] = s_b[::-1][u] * s_a[v]`` for ``alpha = (a, b)`` (rows are y reversed: y points up)."""
+    s1 = np.asarray(s1, dtype=np.float64)
+    return np.stack([np.outer(s1[b][::-1], s1[a]) for a, b in alphas])
+
 class DiscretizationBuilder:
     """What a kind of discretisation declares; subclass it and pass an instance to :func:`register_discretization`.
 
@@ -90,8 +98,7 @@ class DiscretizationBuilder:
         """Stencils of all alpha in Gamma_N, float64 ``(|Gamma_N|, k, k)`` (see the module doc for the layout)."""
         if not self.separable:
             raise NotImplementedError
-        s1 = self.stencils_1d(order, kernel_size, **params)
-        return np.stack([np.outer(s1[b][::-1], s1[a]) for a, b in multi_indices(order)])
+        return stencils_from_1d(self.stencils_1d(order, kernel_size, **params), multi_indices(order))
 
     def stencils_1d(self, order: int, kernel_size: int, **params: Any) -> np.ndarray:
         """Separable kinds only: 1-D stencils of orders 0..N, ``(N + 1, k)``, offsets -r..r along +x."""

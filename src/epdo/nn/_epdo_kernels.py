@@ -100,8 +100,10 @@ class PDOStencils:
         return isinstance(other, PDOStencils) and self._key == other._key
 
     def stencils_2d(self) -> np.ndarray:
-        """``(|Gamma|, k, k)`` correlation kernels (the same as :func:`epdo.diffops.stencils`)."""
-        return np.stack([np.outer(self.sy[b], self.sx[a]) for a, b in self.alphas])
+        """``(|Gamma|, k, k)`` correlation kernels: the outer products of :func:`epdo.diffops.stencils`."""
+        from ..diffops import stencils_from_1d
+
+        return stencils_from_1d(np.array(self.sx), self.alphas)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,7 +383,6 @@ class _CppKernel:
                               self.sx, self.sy, self.alphas)
 
 
-@torch.compiler.assume_constant_result
 def _auto_cpp() -> bool:
     """``backend="auto"``: the C++ kernel if it is loaded or a matching build exists (``epdo build-ext``); never
     compiles, never waits on a lock. Decided once per process (a constant for ``torch.compile``)."""
@@ -393,6 +394,12 @@ def _auto_cpp() -> bool:
             return False
         _CPP_STATE["auto"] = found
     return _CPP_STATE["auto"]
+
+
+# torch.compile treats ``backend="auto"`` as a constant. ``torch.compiler.assume_constant_result`` would do this,
+# but calling it imports torch._dynamo (about 2 s, doubling ``import epdo``); it only sets this attribute, which
+# is what we set here (tests/nn/test_kernels.py checks that torch's decorator still sets the same one).
+_auto_cpp._dynamo_marked_constant = True
 
 
 def resolve_backend(backend: str, f: torch.Tensor) -> str:

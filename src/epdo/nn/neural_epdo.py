@@ -67,7 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffops import Discretization, derivative_representation, multi_indices, num_multi_indices
+from ..diffops import Discretization, correlate, derivative_representation, multi_indices, num_multi_indices
 from ..fields import FieldType
 from ..groups import Representation
 from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
@@ -247,11 +247,6 @@ class NeuralEPDO(PDOLayerBase):
         self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
         self.reset_parameters()
 
-    @property
-    def _stencils2d(self) -> torch.Tensor:
-        """The 2-D stencils as a ``conv2d`` weight ``(|Gamma_N|, 1, k, k)``."""
-        return self.stencils[:, None]
-
     @staticmethod
     def _check_periodic(reps: list[Representation], partition: int, what: str) -> None:
         period = len(reps) // partition
@@ -315,8 +310,7 @@ class NeuralEPDO(PDOLayerBase):
     def _derivatives(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\partial^\\alpha f` of every channel by the 2-D stencils: ``(B, p, C/p, |Gamma|, H, W)``."""
         b_, c, hh, ww = x.shape
-        st = self._stencils2d.to(x.dtype)
-        d = F.conv2d(x.reshape(b_ * c, 1, hh, ww), st, padding=self.kernel_size // 2)
+        d = correlate(x, self.stencils)  # epdo.diffops: the one owner of stencil application (zero padding)
         return d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
