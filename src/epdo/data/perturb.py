@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from .._warp import warp_images
 
 __all__ = ["SCENARIOS", "apply_scenario", "scenario_parameters", "warp_images"]
 
@@ -59,25 +59,6 @@ def scenario_parameters(n: int, scenario: str, generator: torch.Generator) -> di
         lo, hi = SCA_RANGE
         return {"scale": lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)}
     return {}
-
-
-def warp_images(images: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    r"""``out(p) = in(matrix @ p + offset)`` per image, p in the centred (x right, y up) pixel frame.
-
-    ``images (N, C, H, W)``, ``matrix (N, 2, 2)``, ``offset (N, 2)`` (pixels). Bilinear, zero fill.
-    """
-    n, _, h, w = images.shape
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    x = (torch.arange(w, dtype=torch.float64) - cx).view(1, 1, w)
-    y = (cy - torch.arange(h, dtype=torch.float64)).view(1, h, 1)
-    m = matrix.to(torch.float64).cpu()
-    b = offset.to(torch.float64).cpu()
-    xs = m[:, 0, 0, None, None] * x + m[:, 0, 1, None, None] * y + b[:, 0, None, None]
-    ys = m[:, 1, 0, None, None] * x + m[:, 1, 1, None, None] * y + b[:, 1, None, None]
-    gx = (xs + cx) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (cy - ys) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(device=images.device, dtype=images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def apply_scenario(images: torch.Tensor, scenario: str, generator: torch.Generator) -> torch.Tensor:

@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from .._warp import MODES as _MODES, warp_images
 
 __all__ = ["rotate_images"]
 
-_MODES = ("bilinear", "bicubic", "nearest")
 
 
 def _rotate_chunk(images: torch.Tensor, angles: torch.Tensor, mode: str) -> torch.Tensor:
-    n, _, h, w = images.shape
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ii = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-    jj = torch.arange(w, dtype=torch.float64).view(1, 1, w)
-    x = jj - cx  # (1, 1, W)
-    y = cy - ii  # (1, H, 1)
-    c = torch.cos(angles).view(n, 1, 1)
-    s = torch.sin(angles).view(n, 1, 1)
-    # output(p) = input(R(-theta) p)
-    xs = c * x + s * y
-    ys = -s * x + c * y
-    js = xs + cx
-    is_ = cy - ys
-    gx = 2.0 * js / max(w - 1, 1) - 1.0
-    gy = 2.0 * is_ / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(device=images.device, dtype=images.dtype)  # (N, H, W, 2): (x, y)
-    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    """output(p) = input(R(-theta) p), through the one resampling :func:`epdo._warp.warp_images`."""
+    c, s = torch.cos(angles), torch.sin(angles)
+    inverse = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)  # R(-theta), (N, 2, 2)
+    return warp_images(images, inverse, None, mode)
 
 
 def rotate_images(

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._warp import warp_images
+
 __all__ = ["Domain", "Plane", "Ring", "smooth_field", "transform_plane"]
 
 
@@ -165,7 +167,7 @@ def transform_plane(x: torch.Tensor, matrix: np.ndarray, mode: str = "bicubic") 
     """Move the plane only: ``out(p) = x(A^{-1} p)`` for an orthogonal 2x2 A in the (x right, y up) frame.
 
     Exact (``rot90`` / ``flip``) for multiples of 90 degrees (square images for odd multiples) and
-    reflections; otherwise ``grid_sample`` (``mode`` 'bicubic' or 'bilinear', zeros outside, square images).
+    reflections; otherwise :func:`epdo._warp.warp_images` (``mode`` 'bicubic' or 'bilinear', zeros outside).
     """
     a = np.asarray(matrix, dtype=np.float64)
     r90 = np.array([[0.0, -1.0], [1.0, 0.0]])
@@ -176,14 +178,8 @@ def transform_plane(x: torch.Tensor, matrix: np.ndarray, mode: str = "bicubic") 
             if np.allclose(a, cand, atol=1e-12) and (k % 2 == 0 or x.shape[-1] == x.shape[-2]):
                 y = torch.flip(x, dims=(-2,)) if s else x
                 return torch.rot90(y, k, dims=(-2, -1)) if k else y
-    if x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"rotating by a non-grid angle needs square images, got {tuple(x.shape[-2:])}")
-    s = np.diag([1.0, -1.0])
-    theta = s @ np.linalg.inv(a) @ s
-    th = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)
-    th[:, :, :2] = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(th, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    # the one resampling of the package (epdo._warp): out(p) = x(A^-1 p), about the true centre of any H x W
+    return warp_images(x, torch.as_tensor(np.linalg.inv(a)), None, mode)
 
 
 def _disc(h: int, w: int, radius: float, dtype, device) -> torch.Tensor:
