@@ -22,9 +22,10 @@ def test_a_pixel_lands_where_the_rotation_says(shape):
     """A bright pixel at p = (x, y) (centred frame, y up) lands at R(theta) p, on square and non-square images."""
     h, w = shape
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    x0, y0 = 6.0, 3.0  # pixel (row cy - y0, column cx + x0)
+    i0, j0 = h // 2 - 3, w // 2 + 6  # a pixel at p = (j0 - cx, cy - i0) in the centred frame
+    x0, y0 = j0 - cx, cy - i0
     img = torch.zeros(1, 1, h, w, dtype=torch.float64)
-    img[0, 0, int(cy - y0), int(cx + x0)] = 1.0
+    img[0, 0, i0, j0] = 1.0
     for deg in (90.0, 180.0, 270.0):
         t = math.radians(deg)
         x1, y1 = _rotation(t) @ np.array([x0, y0])
