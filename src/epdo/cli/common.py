@@ -449,18 +449,6 @@ def rotation(angle_deg: float | torch.Tensor) -> Callable[[torch.Tensor], torch.
 # image masks
 
 
-def disk_mask(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """1 on the disk inscribed in the image (radius ``min(h, w) / 2 - 1`` about the centre), 0 outside."""
-    i = torch.arange(h, dtype=torch.float64).view(-1, 1) - (h - 1) / 2
-    j = torch.arange(w, dtype=torch.float64).view(1, -1) - (w - 1) / 2
-    r = min(h, w) / 2 - 1
-    return ((i**2 + j**2) <= r**2).to(device=device, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# files
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
     atomic_write_bytes(path, lambda f: f.write(data))

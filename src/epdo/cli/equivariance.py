@@ -1,12 +1,13 @@
 """``epdo equivariance``: how invariant a whole model's logits are to rotations of the input image.
 
-The model is measured by :func:`epdo.check_equivariance` as a map from a scalar field on the plane (the
-image, masked to its centre disc so that rotating it loses no content) to ``num_classes`` scalar fields on
-a 1 x 1 image (the logits), for the rotations by ``360 k / K`` degrees (the elements of C_K). The number per
-angle is the relative error ``||f(R x) - f(x)|| / ||f(x)||`` over the ``--n`` input images: 0 for an
-invariant model; multiples of 90 degrees are exact grid rotations, other angles bicubic interpolation,
-whose error an equivariant model also sees. Inputs: smooth random fields (default; the meaningful input at
-non-grid angles), i.i.d. noise, or test images (``--input data``).
+The model is measured by :func:`epdo.check_invariance` on one scalar field on the plane (the image, masked to
+its centre disc so that rotating it loses no content), for the rotations by ``360 k / K`` degrees (the elements
+of C_K). Per angle: the relative error ``||f(R x) - f(x)|| / ||f(x)||`` over the ``--n`` input images (0 for an
+invariant model), the same error normalised by ``||f(x') - f(x)||`` for other inputs x', and the share of
+inputs whose predicted class is unchanged; a non-invariant reference row gives the scale. Multiples of 90
+degrees are exact grid rotations, other angles bicubic interpolation, whose error an equivariant model also
+sees. Inputs: smooth random fields (default; the meaningful input at non-grid angles), i.i.d. noise, or test
+images (``--input data``).
 
 Results go to stdout, the JSON and PNG to ``--out`` (default ``runs/equivariance-<model>`` in the working
 directory, never beside the checkpoint).
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import epdo.models as models
 from epdo import check_invariance, fields, groups
@@ -31,7 +31,6 @@ from .common import (
     build_model,
     dataset_tensors,
     default_run_dir,
-    disk_mask,
     format_table,
     load_split,
     new_figure,
@@ -62,28 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
-
-
-class LogitsAsFields(nn.Module):
-    """``x -> model(disc * x)`` as ``(B, K, 1, 1)``: a classifier seen as a map from one scalar field on the plane
-    to K scalar fields on a 1 x 1 image, so that :func:`epdo.check_equivariance` measures its invariance.
-
-    ``in_type`` / ``out_type``: trivial fields of C_N (``N = angles``). The centre-disc mask (radius
-    ``min(H, W) / 2 - 1``) commutes with the grid rotations and keeps the corners, which a rotation by another
-    angle would cut off, out of the measurement.
-    """
-
-    def __init__(self, model: nn.Module, angles: int, num_classes: int, image_shape: tuple[int, int]) -> None:
-        super().__init__()
-        self.model = model
-        G = groups.cyclic(angles)
-        self.in_type = fields.FieldType(G, [groups.trivial(G)])
-        self.out_type = fields.FieldType(G, [groups.trivial(G)] * num_classes)
-        self.register_buffer("mask", disk_mask(*image_shape, dtype=torch.float64), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(x * self.mask.to(x.dtype))
-        return y.reshape(x.shape[0], -1, 1, 1)
 
 
 def run(args: argparse.Namespace) -> int:
