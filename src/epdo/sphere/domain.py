@@ -170,6 +170,14 @@ class Sphere(Domain):
             raise ValueError(f"{who}: expected a tensor of shape {expected} for {field_type}, got shape {tuple(x.shape)}")
         level_of(x.shape[-1], who)
 
+    def apply_fiber(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """Multiply every point's fibre by ``matrix`` (channel axis 1): the identity is skipped, otherwise one
+        matmul over the flattened points (the protocol's einsum is ~30x slower on (B, C, N, V))."""
+        m = matrix.to(dtype=x.dtype, device=x.device)
+        if torch.equal(m, torch.eye(m.shape[0], dtype=m.dtype, device=m.device)):
+            return x
+        return (m @ x.flatten(2)).view(x.shape[0], m.shape[0], *x.shape[2:])
+
     # --- the action ---------------------------------------------------------------------------
     def transform(self, x: torch.Tensor, g, **options) -> torch.Tensor:
         r = _rotation_of(g)
@@ -235,3 +243,4 @@ class Sphere(Domain):
             field = 0.5 + torch.rand(x.shape[2:], generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
             return torch.einsum("oc,bc...->bo...", w.to(x.dtype), x) * field
         return apply
+

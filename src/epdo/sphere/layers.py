@@ -164,6 +164,13 @@ def rotated_operator(f: torch.Tensor, w: torch.Tensor, angles: torch.Tensor, lev
     return torch.einsum("k,vkl,lv->v", w.to(torch.float64), rot, d)
 
 
+def _spmm(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``op @ x`` for a CSR ``op``; half-precision inputs (autocast) go through the operator's dtype (CPU sparse
+    kernels have no bfloat16), the result is returned in that dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return op @ x.to(op.dtype)
+
+
 class _SphereOperator(EquivariantModule):
     """Shared: the level, the mesh and CSR buffers (non-persistent: rebuilt from the level)."""
 
@@ -173,8 +180,9 @@ class _SphereOperator(EquivariantModule):
         self.register_buffer("_col", col.to(device), persistent=False)
         self.register_buffer("_val", val.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
 
-    def _operator(self, dtype) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self._crow, self._col, self._val.to(dtype), self._shape)
+    @property
+    def _operator(self) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self._crow, self._col, self._val, self._shape)
 
     def _check_signal(self, x: torch.Tensor) -> None:
         self.check_input(x)
@@ -228,11 +236,11 @@ class SphereLifting(_SphereOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_signal(x)
         b, c, v = x.shape
-        xt = x.permute(2, 0, 1).reshape(v, b * c)
-        d = (self._operator(x.dtype) @ xt).view(5, v, b, c)
-        e = torch.cat([xt.view(1, v, b, c), d])  # (6, V, B, C)
-        w = torch.einsum("ock,nkl->onlc", self.weight, self._rot.to(x.dtype))  # (O, N, 6, C)
-        y = torch.einsum("onlc,lvbc->bonv", w, e)
+        d = _spmm(self._operator, x.permute(2, 1, 0).reshape(v, c * b)).view(5, v, c, b)
+        e = torch.cat([x.permute(1, 2, 0).unsqueeze(1).to(d.dtype), d.permute(2, 0, 1, 3)], 1)  # (C, 6, V, B)
+        w = torch.matmul(self.weight[:, None, :, None, :], self._rot.to(self.weight.dtype)[None, :, None])  # (O, N, C, 1, 6)
+        w = w.reshape(self.out_type.size * self.orientations, c * 6)
+        y = (w.to(e.dtype) @ e.reshape(c * 6, v * b)).view(self.out_type.size, self.orientations, v, b).permute(3, 0, 1, 2)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
@@ -280,14 +288,15 @@ class SpherePDOConv(_SphereOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_signal(x)
         b, c, n, v = x.shape
-        xt = x.permute(2, 3, 0, 1).reshape(n, v * b * c)
-        xf = (self._F.to(x.dtype) @ xt).view(n * v, b * c)  # Fourier coefficients of the orientation axis
-        d = (self._operator(x.dtype) @ xf).view(5, n, v * b * c)
-        d = (self._Finv.to(x.dtype) @ d).view(5, n, v, b, c)  # back to orientation samples
-        e = torch.cat([xt.view(1, n, v, b, c), d])  # (6, N_m, V, B, C)
+        xt = x.permute(2, 3, 1, 0).reshape(n, v * c * b)  # (N, V C B)
+        xf = (self._F.to(x.dtype) @ xt).view(n * v, c * b)  # Fourier coefficients of the orientation axis
+        d = _spmm(self._operator, xf).view(5 * n, v * c * b)
+        d = (self._Finv.to(d.dtype) @ d.view(5, n, v * c * b)).view(5, n, v, c, b)  # back to orientation samples
+        e = torch.cat([xt.view(1, n, v, c, b).to(d.dtype), d]).permute(3, 1, 0, 2, 4)  # (C, N_m, 6, V, B)
         wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
-        w2 = torch.einsum("ocimk,ikl->oicml", wj, self._rot.to(x.dtype))
-        y = torch.einsum("oicml,lmvbc->boiv", w2, e)
+        w2 = torch.matmul(wj.unsqueeze(-2), self._rot.to(wj.dtype)[:, None]).squeeze(-2)  # (O, C, N_i, N_m, 6)
+        w2 = w2.permute(0, 2, 1, 3, 4).reshape(self.out_type.size * n, c * n * 6)
+        y = (w2.to(e.dtype) @ e.reshape(c * n * 6, v * b)).view(self.out_type.size, n, v, b).permute(3, 0, 1, 2)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
