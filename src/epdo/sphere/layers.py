@@ -164,11 +164,35 @@ def rotated_operator(f: torch.Tensor, w: torch.Tensor, angles: torch.Tensor, lev
     return torch.einsum("k,vkl,lv->v", w.to(torch.float64), rot, d)
 
 
+def _tracing() -> bool:
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``op @ x`` for a constant CSR ``op`` whose transpose ``op_t`` is given (gradient to x only)."""
+
+    @staticmethod
+    def forward(ctx, op, op_t, x):
+        ctx.op_t = op_t
+        ctx.dtype = x.dtype
+        return _spmm(op, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None, _spmm(ctx.op_t, g).to(ctx.dtype)
+
+
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
 def _spmm(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``op @ x`` for a CSR ``op``; half-precision inputs (autocast) go through the operator's dtype (CPU sparse
-    kernels have no bfloat16), the result is returned in that dtype."""
-    with torch.autocast(x.device.type, enabled=False):
-        return op @ x.to(op.dtype)
+    """``op @ x`` for a CSR ``op`` in the operator's dtype (CPU sparse kernels have no bfloat16: under autocast
+    the product runs with autocast off). Traceable by torch.fx (autocast is off while tracing)."""
+    if _autocast_on():
+        with torch.autocast(x.device.type, enabled=False):
+            return op @ x.to(op.dtype)
+    return op @ x.to(op.dtype)
 
 
 class _SphereOperator(EquivariantModule):
@@ -176,16 +200,28 @@ class _SphereOperator(EquivariantModule):
 
     def _set_operator(self, crow, col, val, shape, dtype, device) -> None:
         self._shape = tuple(shape)
-        self.register_buffer("_crow", crow.to(device), persistent=False)
-        self.register_buffer("_col", col.to(device), persistent=False)
-        self.register_buffer("_val", val.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
+        dd = dtype or torch.get_default_dtype()
+        t = torch.sparse_csr_tensor(crow, col, val, shape).t().to_sparse_csr()  # the transpose, for backward
+        for name, tensor in (("_crow", crow), ("_col", col), ("_val", val), ("_crow_t", t.crow_indices()),
+                             ("_col_t", t.col_indices()), ("_val_t", t.values())):
+            self.register_buffer(name, tensor.to(device=device, dtype=dd if tensor.is_floating_point() else None),
+                                 persistent=False)
 
     @property
     def _operator(self) -> torch.Tensor:
         return torch.sparse_csr_tensor(self._crow, self._col, self._val, self._shape)
 
-    def _check_signal(self, x: torch.Tensor) -> None:
-        self.check_input(x)
+    def _apply_operator(self, x: torch.Tensor) -> torch.Tensor:
+        """``op @ x``; with a gradient, by :class:`_SparseProduct` (the transpose is stored: no CSR transposition
+        and sort per backward). Plain ``op @ x`` while fx traces (export)."""
+        if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+            return _spmm(self._operator, x)
+        op_t = torch.sparse_csr_tensor(self._crow_t, self._col_t, self._val_t, self._shape[::-1])
+        return _SparseProduct.apply(self._operator, op_t, x)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """The field type's check, then the number of vertices against the layer's level."""
+        super().check_input(x)
         if x.shape[-1] != self.mesh.num_vertices:
             raise ValueError(f"{type(self).__name__}: expected a signal on the level-{self.level} icosphere "
                              f"({self.mesh.num_vertices} vertices), got {x.shape[-1]} points "
@@ -234,9 +270,9 @@ class SphereLifting(_SphereOperator):
         self.register_buffer("_rot", rot.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_signal(x)
-        b, c, v = x.shape
-        d = _spmm(self._operator, x.permute(2, 1, 0).reshape(v, c * b)).view(5, v, c, b)
+        self.check_input(x)
+        b, c, v = x.shape[0], self.in_type.size, self.mesh.num_vertices
+        d = self._apply_operator(x.permute(2, 1, 0).reshape(v, c * b)).view(5, v, c, b)
         e = torch.cat([x.permute(1, 2, 0).unsqueeze(1).to(d.dtype), d.permute(2, 0, 1, 3)], 1)  # (C, 6, V, B)
         w = torch.matmul(self.weight[:, None, :, None, :], self._rot.to(self.weight.dtype)[None, :, None])  # (O, N, C, 1, 6)
         w = w.reshape(self.out_type.size * self.orientations, c * 6)
@@ -286,11 +322,11 @@ class SpherePDOConv(_SphereOperator):
         self.register_buffer("_jidx", idx.to(device), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_signal(x)
-        b, c, n, v = x.shape
+        self.check_input(x)
+        b, c, n, v = x.shape[0], self.in_type.size, self.orientations, self.mesh.num_vertices
         xt = x.permute(2, 3, 1, 0).reshape(n, v * c * b)  # (N, V C B)
         xf = (self._F.to(x.dtype) @ xt).view(n * v, c * b)  # Fourier coefficients of the orientation axis
-        d = _spmm(self._operator, xf).view(5 * n, v * c * b)
+        d = self._apply_operator(xf).view(5 * n, v * c * b)
         d = (self._Finv.to(d.dtype) @ d.view(5, n, v * c * b)).view(5, n, v, c, b)  # back to orientation samples
         e = torch.cat([xt.view(1, n, v, c, b).to(d.dtype), d]).permute(3, 1, 0, 2, 4)  # (C, N_m, 6, V, B)
         wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
@@ -328,9 +364,12 @@ class SpherePool(EquivariantModule):
             raise ValueError("SpherePool: level 0 has no coarser level")
         self.keep = icosphere(self.level - 1).num_vertices
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
         if x.shape[-1] != icosphere(self.level).num_vertices:
             raise ValueError(f"SpherePool: expected a signal on the level-{self.level} icosphere "
                              f"({icosphere(self.level).num_vertices} vertices), got {x.shape[-1]} points")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return x[..., :self.keep]
