@@ -74,6 +74,15 @@ class _SphereModel(nn.Module):
         return self.head(y.mean(-1))
 
 
+def _start_level(level: int, start_level: int | None, blocks: int) -> int:
+    start = level if start_level is None else int(start_level)
+    if not 0 <= start <= level:
+        raise ValueError(f"start_level must be in 0..{level} (the input level), got {start_level!r}")
+    if blocks > start + 1:
+        raise ValueError(f"{blocks} blocks need a start level >= {blocks - 1}, got {start}")
+    return start
+
+
 class SpherePDONet(_SphereModel):
     r"""PDO-eS2CNN: lifting, :class:`~epdo.sphere.SpherePDOConv` blocks (batch norm, ReLU), pooling by nesting,
     max over the N orientations, mean over the sphere, linear head. SO(3)-invariant up to the discretisation
@@ -85,6 +94,8 @@ class SpherePDONet(_SphereModel):
         convs: SpherePDOConvs per block after the first (>= 1).
         orientations: N.
         num_classes: logits.
+        start_level: restrict the input to this coarser level first (the nested vertices: exactly the signal
+            sampled on that icosphere), e.g. 3 for a CPU preset on level-4 data; default ``level``.
 
     >>> import torch
     >>> m = SpherePDONet(level=2, channels=(2, 3), orientations=4)
@@ -93,16 +104,17 @@ class SpherePDONet(_SphereModel):
     """
 
     def __init__(self, level: int = 4, channels: tuple[int, ...] = (8, 16, 32), convs: int = 1,
-                 orientations: int = 8, num_classes: int = 10):
+                 orientations: int = 8, num_classes: int = 10, start_level: int | None = None):
         super().__init__()
-        if len(channels) > level + 1:
-            raise ValueError(f"SpherePDONet: {len(channels)} blocks need level >= {len(channels) - 1}, got {level}")
+        start = _start_level(level, start_level, len(channels))
         G = groups.icosahedral()
         self.mesh = icosphere(level)
         self.orientations = int(orientations)
         t = [sphere_type(G, c, orientations) for c in channels]
-        layers: list[nn.Module] = [SphereLifting(sphere_type(G, 1), t[0], level), enn.FieldBatchNorm(t[0]), enn.ReLU(t[0])]
-        lev = level
+        s0 = sphere_type(G, 1)
+        layers: list[nn.Module] = [SpherePool(s0, lv) for lv in range(level, start, -1)]
+        layers += [SphereLifting(s0, t[0], start), enn.FieldBatchNorm(t[0]), enn.ReLU(t[0])]
+        lev = start
         for i in range(1, len(channels)):
             layers.append(SpherePool(t[i - 1], lev))
             lev -= 1
@@ -166,11 +178,13 @@ class MeshCNN(_SphereModel):
     torch.Size([2, 10])
     """
 
-    def __init__(self, level: int = 4, channels: tuple[int, ...] = (16, 48, 80), num_classes: int = 10):
+    def __init__(self, level: int = 4, channels: tuple[int, ...] = (16, 48, 80), num_classes: int = 10,
+                 start_level: int | None = None):
         super().__init__()
+        start = _start_level(level, start_level, len(channels))
         self.mesh = icosphere(level)
-        layers: list[nn.Module] = []
-        prev, lev = 1, level
+        layers: list[nn.Module] = [_Restrict(icosphere(start).num_vertices)] if start < level else []
+        prev, lev = 1, start
         for i, c in enumerate(channels):
             if i:
                 lev -= 1
