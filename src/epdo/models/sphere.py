@@ -204,20 +204,20 @@ def _register(**kw):
     return register_model(input_shape=(1, icosphere(4).num_vertices), **extra, **kw)
 
 
-_PAPER = "Shen et al. (AAAI 2021), PDO-eS2CNNs (paper 002), spherical MNIST table"
+_PAPER = "Shen et al. 2021 (002), spherical MNIST"
 _TRAIN = TrainDefaults(optimizer="adam", lr=1e-2, weight_decay=0.0, schedule="exponential", lr_decay=0.8, burn_in=2,
                        epochs=10, batch_size=32)
 
 
-@_register(paper=_PAPER + " (smaller network; architecture reconstructed, parameters not readable)",
-           paper_error="N/N 0.56, N/R 9.86, R/R 1.07 (99.44 / 90.14 / 98.93 % accuracy)", train=_TRAIN)
+@_register(paper=_PAPER + ", smaller net (reconstructed)",
+           paper_error="N/R 9.86 +- 0.58", train=_TRAIN)
 def pdo_es2cnn(**kwargs) -> SpherePDONet:
     """PDO-eS2CNN (small): lifting + 2 SpherePDOConvs, 8/16/32 fields x 8 orientations, level 4; 31k params."""
     return SpherePDONet(**kwargs)
 
 
-@_register(paper=_PAPER + " (larger network; architecture reconstructed, parameters not readable)",
-           paper_error="N/N 0.40, N/R 5.75, R/R 0.55 (99.60 / 94.25 / 99.45 % accuracy)", train=_TRAIN)
+@_register(paper=_PAPER + ", larger net (reconstructed)",
+           paper_error="N/R 5.75 +- 0.29", train=_TRAIN)
 def pdo_es2cnn_large(**kwargs) -> SpherePDONet:
     """PDO-eS2CNN (large): 16/32/64 fields x 8 orientations, two SpherePDOConvs per level; 370k params."""
     kw = dict(channels=(16, 32, 64), convs=2)
@@ -225,7 +225,7 @@ def pdo_es2cnn_large(**kwargs) -> SpherePDONet:
     return SpherePDONet(**kw)
 
 
-@_register(paper="(baseline, not in the paper: a plain 1-ring mesh convolution in a fixed frame)", train=_TRAIN)
+@_register(paper="(baseline: 1-ring mesh conv, fixed frame)", train=_TRAIN)
 def mesh_cnn(**kwargs) -> MeshCNN:
     """Non-equivariant mesh baseline: 7-tap 1-ring stencils in the fixed frame, 16/48/80 channels; 34k params."""
     return MeshCNN(**kwargs)

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -106,9 +107,11 @@ def _stencils(mesh: Icosphere) -> Stencils:
 
 
 def _to_csr(rows, cols, vals, n, dtype) -> torch.Tensor:
-    coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals), (n, n),
-                                  check_invariants=False)
-    return coo.coalesce().to_sparse_csr().to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: "sparse CSR support is in beta"
+        coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals), (n, n),
+                                      check_invariants=False)
+        return coo.coalesce().to_sparse_csr().to(dtype)
 
 
 @lru_cache(maxsize=32)

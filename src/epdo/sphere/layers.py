@@ -41,6 +41,7 @@ torch.Size([2, 4, 162])
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -92,8 +93,10 @@ def _operators(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def _csr_buffers(rows, cols, vals, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals, dtype=torch.float64),
-                                  shape, check_invariants=False).coalesce().to_sparse_csr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals, dtype=torch.float64),
+                                      shape, check_invariants=False).coalesce().to_sparse_csr()
     return coo.crow_indices(), coo.col_indices(), coo.values()
 
 
@@ -164,6 +167,13 @@ def rotated_operator(f: torch.Tensor, w: torch.Tensor, angles: torch.Tensor, lev
     return torch.einsum("k,vkl,lv->v", w.to(torch.float64), rot, d)
 
 
+def _csr(crow, col, val, shape) -> torch.Tensor:
+    """A CSR tensor without torch's beta / invariant-check warnings (the indices are ours, built once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
 def _tracing() -> bool:
     return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
@@ -201,7 +211,7 @@ class _SphereOperator(EquivariantModule):
     def _set_operator(self, crow, col, val, shape, dtype, device) -> None:
         self._shape = tuple(shape)
         dd = dtype or torch.get_default_dtype()
-        t = torch.sparse_csr_tensor(crow, col, val, shape).t().to_sparse_csr()  # the transpose, for backward
+        t = _csr(crow, col, val, shape).t().to_sparse_csr()  # the transpose, for backward
         for name, tensor in (("_crow", crow), ("_col", col), ("_val", val), ("_crow_t", t.crow_indices()),
                              ("_col_t", t.col_indices()), ("_val_t", t.values())):
             self.register_buffer(name, tensor.to(device=device, dtype=dd if tensor.is_floating_point() else None),
@@ -209,14 +219,14 @@ class _SphereOperator(EquivariantModule):
 
     @property
     def _operator(self) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self._crow, self._col, self._val, self._shape)
+        return _csr(self._crow, self._col, self._val, self._shape)
 
     def _apply_operator(self, x: torch.Tensor) -> torch.Tensor:
         """``op @ x``; with a gradient, by :class:`_SparseProduct` (the transpose is stored: no CSR transposition
         and sort per backward). Plain ``op @ x`` while fx traces (export)."""
         if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
             return _spmm(self._operator, x)
-        op_t = torch.sparse_csr_tensor(self._crow_t, self._col_t, self._val_t, self._shape[::-1])
+        op_t = _csr(self._crow_t, self._col_t, self._val_t, self._shape[::-1])
         return _SparseProduct.apply(self._operator, op_t, x)
 
     def check_input(self, x: torch.Tensor) -> None:
