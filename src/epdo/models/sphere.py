@@ -196,12 +196,8 @@ class MeshCNN(_SphereModel):
 
 
 def _register(**kw):
-    """register_model with the sphere input contract (``inputs="sphere"``) where the registry has it."""
-    import inspect
-
-    params = inspect.signature(register_model).parameters
-    extra = {"inputs": "sphere"} if "inputs" in params else {}
-    return register_model(input_shape=(1, icosphere(4).num_vertices), **extra, **kw)
+    """register_model with the sphere input contract: ``(B, 1, 2562)`` signals on the level-4 icosphere."""
+    return register_model(input_shape=(1, icosphere(4).num_vertices), inputs="sphere", **kw)
 
 
 _PAPER = "Shen et al. 2021 (002), spherical MNIST"
