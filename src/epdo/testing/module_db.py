@@ -36,6 +36,7 @@ __all__ = ["ModuleInfo", "MODULE_DB", "get", "cpp_usable", "GROUPS", "FORWARD_CH
 GROUPS: Mapping[str, Callable[[], Group]] = {
     "C4": lambda: groups.cyclic(4), "D4": lambda: groups.dihedral(4), "C16": lambda: groups.cyclic(16),
     "D16": lambda: groups.dihedral(16),
+    "I": groups.icosahedral,  # the sphere's entries (epdo.sphere): its 60 rotations permute the icosphere
 }
 
 #: checks that run the module's forward (the names an entry's ``xfail`` may use, with "state_dict",
@@ -194,6 +195,32 @@ def _ring_pdoconv(G, **fk):
     return _nn().RingPDOConv(_mixed(G, _RING), FieldType(G, [G.regular, _vec(G)], _RING), order=3, **fk)
 
 
+# --- sphere (epdo.sphere, issue 11) ---
+# Icosahedral rotations permute the icosphere's vertices; orientation fields then shift by A_R(P), off the C_N
+# grid, so only maps between scalar fields are exact: a linear lifting -> PDO conv -> mean pool chain is exact
+# for N >= 5 (the lifting has angular frequencies <= 2, the conv <= 4: band-limited shifts are exact and the
+# mean picks the 0-th coefficient), scalar pooling / pointwise layers trivially. size = icosphere level.
+
+def _sph():
+    from .. import sphere
+
+    return sphere
+
+
+def _sphere_chain(G, **fk):
+    sp, nn = _sph(), _nn()
+    t0, t1 = sp.sphere_type(G, 2), sp.sphere_type(G, 3, orientations=6)
+    lift = sp.SphereLifting(t0, t1, level=2, **fk)
+    conv = sp.SpherePDOConv(t1, t1, level=2, **fk)
+    return nn.Sequential(lift, conv, nn.FieldBatchNorm(t1, **fk), sp.SphereGroupPool(t1, "mean"))
+
+
+def _sphere_lift_pool(G, **fk):
+    sp = _sph()
+    t1 = sp.sphere_type(G, 3, orientations=5)
+    return _nn().Sequential(sp.SphereLifting(sp.sphere_type(G, 2), t1, level=2, **fk), sp.SphereGroupPool(t1, "mean"))
+
+
 # Non-grid bounds: relative error on smooth input (sigma 2 px, 17 x 17, disc of radius 5) of the entry
 # built for C16, measured here with seed 0; each bound ~1.5-2x the measured value (noted per entry; seeds 1
 # and 2 were within 40 % of seed 0 for every entry).
@@ -269,6 +296,15 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
     ModuleInfo("ring_group_pool", lambda G: _nn().GroupPool(_perm(G, _RING)), factory_kwargs=False),
     ModuleInfo("ring_restrict_to_rotations", lambda G: _nn().RestrictToRotations(_perm(G, _RING)), groups=("D4",),
                factory_kwargs=False),
+    # --- sphere (epdo.sphere): icosahedral rotations, level 2 (162 vertices) ---
+    ModuleInfo("sphere_lift_conv_bn_pool", _sphere_chain, groups=("I",), size=2, stochastic=True),
+    ModuleInfo("sphere_lift_pool", _sphere_lift_pool, groups=("I",), size=2),
+    ModuleInfo("sphere_pool", lambda G: _sph().SpherePool(_sph().sphere_type(G, 2), level=2), groups=("I",), size=2,
+               factory_kwargs=False),
+    ModuleInfo("sphere_relu", lambda G: _nn().ReLU(_sph().sphere_type(G, 2)), groups=("I",), size=2,
+               factory_kwargs=False),
+    ModuleInfo("sphere_batchnorm", lambda G, **fk: _nn().FieldBatchNorm(_sph().sphere_type(G, 2), **fk),
+               groups=("I",), size=2, stochastic=True),
 )
 
 

@@ -1,0 +1,385 @@
+r"""PDO-eS2CNN layers (paper 002): rotated differential operators on the icosphere, orientations C_N.
+
+**The rotated operator** (paper 002, Eq. 4-5), for :math:`A \in SO(2)` and six weights w:
+
+.. math:: \chi^{(A)} = w_1 + (w_2, w_3)\, A^{-1}\nabla + \Big\langle A \begin{bmatrix} w_4 & w_5/2 \\ w_5/2 & w_6
+          \end{bmatrix} A^{-1}, \nabla^2 \Big\rangle ,
+
+with :math:`\nabla, \nabla^2` the chart derivatives of :mod:`epdo.sphere.derivatives` in the frame s(P). In
+terms of the derivatives in the rotated frame s(P)A (:func:`rotation_matrices`):
+:math:`\chi^{(A)} = w \cdot (f, f_1', f_2', f_{11}', f_{12}', f_{22}')` with
+:math:`\nabla' = A^T\nabla`, :math:`\nabla'^2 = A^T\nabla^2 A`. With :math:`R s(P) = s(RP) A_R(P)`
+(:mod:`epdo.sphere.mesh`) it satisfies :math:`\chi^{(A_R A)}[f\circ R^{-1}](RP) = \chi^{(A)}[f](P)` exactly for
+rotations that permute the vertices (tested for the 60 icosahedral ones).
+
+**Layers**, orientations :math:`\theta_i = 2\pi i/N` (C_N acting regularly on the orientation axis):
+
+- :class:`SphereLifting`: :math:`\psi_o(P, \theta_i) = \sum_c \chi^{(\theta_i)}_{w_{oc}}[f_c](P)` (+ bias).
+- :class:`SpherePDOConv`: :math:`\psi'_o(P, \theta_i) = \sum_{c, j} \chi^{(\theta_i)}_{w_{ocj}}
+  [\tilde\psi_c(\cdot, \theta_i + \theta_j)](P)`, the discretised orientation integral, where
+  :math:`\tilde\psi(Q, \phi) = \psi(Q, \phi + \delta_{PQ})` carries the neighbour's orientations into P's frame by
+  parallel transport along the great circle (:func:`~epdo.sphere.domain.transport_angles`; done in the Fourier
+  basis of the orientation axis, exact for band-limited fields). Without it the derivative of an orientation
+  field would mix frames that differ by up to :math:`\pi` near the section's singular point.
+- :class:`SphereGroupPool` (max / mean over orientations), :class:`SpherePool` (level L -> L-1: the first
+  vertices, by nesting); batch norm and nonlinearities per field are :class:`epdo.nn.FieldBatchNorm`,
+  :class:`epdo.nn.ReLU`, ... on trivial fields of the sphere domains (they take any trailing dims).
+
+Derivatives are in units of the mesh spacing h (first order times h, second times h^2), the analogue of
+pixel units; this rescales w and changes no equivariance.
+
+>>> import epdo, torch
+>>> from epdo.sphere import SphereLifting, SpherePDOConv, SphereGroupPool, sphere_type
+>>> I = epdo.groups.icosahedral()
+>>> lift = SphereLifting(sphere_type(I, 1), sphere_type(I, 4, orientations=8), level=2)
+>>> conv = SpherePDOConv(lift.out_type, sphere_type(I, 4, orientations=8), level=2)
+>>> y = SphereGroupPool(conv.out_type)(conv(lift(torch.randn(2, 1, 162))))
+>>> y.shape
+torch.Size([2, 4, 162])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..fields import FieldType
+from ..nn.base import EquivariantModule
+from .derivatives import stencils
+from .domain import Sphere, level_of, transport_angles
+from .mesh import _check_level, icosphere
+
+__all__ = ["sphere_type", "rotation_matrices", "rotated_operator", "SphereLifting", "SpherePDOConv",
+           "SphereGroupPool", "SpherePool", "fourier_matrix"]
+
+
+def sphere_type(group, channels: int, orientations: int = 1) -> FieldType:
+    """``channels`` trivial fields of ``group`` on :class:`Sphere` ``(orientations)``."""
+    return FieldType(group, [group.trivial] * int(channels), Sphere(orientations))
+
+
+def rotation_matrices(angles) -> torch.Tensor:
+    r"""(..., 6, 6) float64 maps from (f, f_1, f_2, f_11, f_12, f_22) in the frame s(P) to the same in the frame
+    s(P) Z(angle): :math:`\nabla' = A^T\nabla`, :math:`\nabla'^2 = A^T \nabla^2 A`."""
+    a = torch.as_tensor(angles, dtype=torch.float64)
+    c, s = torch.cos(a), torch.sin(a)
+    z, o = torch.zeros_like(a), torch.ones_like(a)
+    rows = [
+        [o, z, z, z, z, z],
+        [z, c, s, z, z, z],
+        [z, -s, c, z, z, z],
+        [z, z, z, c * c, 2 * c * s, s * s],
+        [z, z, z, -c * s, c * c - s * s, c * s],
+        [z, z, z, s * s, -2 * c * s, c * c],
+    ]
+    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+
+@lru_cache(maxsize=16)
+def _operators(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(rows, cols, coef (5, E) in spacing units, transport angles (E,), h) of ``level``."""
+    st = stencils(level)
+    mesh = icosphere(level)
+    h = mesh.spacing()
+    units = np.array([h, h, h * h, h * h, h * h])[:, None]
+    v = mesh.vertices
+    delta = transport_angles(v[st.rows], v[st.cols]) if len(st.rows) else np.zeros(0)
+    return st.rows, st.cols, st.coef * units, delta, h
+
+
+def _csr_buffers(rows, cols, vals, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals, dtype=torch.float64),
+                                      shape, check_invariants=False).coalesce().to_sparse_csr()
+    return coo.crow_indices(), coo.col_indices(), coo.values()
+
+
+def _scalar_operator(level: int):
+    """CSR buffers of the stacked (5V x V) derivative operator."""
+    rows, cols, coef, _, _ = _operators(level)
+    n = icosphere(level).num_vertices
+    diag = np.arange(n)
+    R, C, Vv = [], [], []
+    for k in range(5):
+        R += [rows + k * n, diag + k * n]
+        C += [cols, diag]
+        Vv += [coef[k], -np.bincount(rows, coef[k], n)]
+    return _csr_buffers(np.concatenate(R), np.concatenate(C), np.concatenate(Vv), (5 * n, n))
+
+
+def fourier_matrix(n: int) -> np.ndarray:
+    """(N, N) real Fourier analysis of the orientation axis: rows c0, (a_1, b_1), ..., [Nyquist]; orthogonal
+    up to row scaling (the inverse is ``np.linalg.inv``)."""
+    th = 2 * np.pi * np.arange(n) / n
+    rows = [np.ones(n) / n]
+    for k in range(1, (n - 1) // 2 + 1):
+        rows += [2 * np.cos(k * th) / n, 2 * np.sin(k * th) / n]
+    if n % 2 == 0:
+        rows.append(np.cos(n // 2 * th) / n)
+    return np.stack(rows)
+
+
+def _orientation_operator(level: int, n: int):
+    r"""CSR buffers of the stacked (5 N V x N V) operator on Fourier coefficients of the orientation axis
+    (index r * V + P, r the Fourier row): derivative k of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})`."""
+    rows, cols, coef, delta, _ = _operators(level)
+    nv = icosphere(level).num_vertices
+    diag = np.arange(nv)
+    R, C, Vv = [], [], []
+
+    def add(k, r_out, r_in, vals, rr=rows, cc=cols):
+        R.append(k * n * nv + r_out * nv + rr)
+        C.append(r_in * nv + cc)
+        Vv.append(vals)
+
+    for k in range(5):
+        ck = coef[k]
+        centre = -np.bincount(rows, ck, nv)
+        for r in range(n):
+            add(k, r, r, centre, diag, diag)  # - sum_Q c f(P): no transport at P itself
+        add(k, 0, 0, ck)
+        for f in range(1, (n - 1) // 2 + 1):
+            ra, rb = 2 * f - 1, 2 * f
+            cs, sn = np.cos(f * delta), np.sin(f * delta)
+            add(k, ra, ra, ck * cs)   # a' = a cos + b sin
+            add(k, ra, rb, ck * sn)
+            add(k, rb, ra, -ck * sn)  # b' = -a sin + b cos
+            add(k, rb, rb, ck * cs)
+        if n % 2 == 0:
+            add(k, n - 1, n - 1, ck * np.cos(n // 2 * delta))
+    return _csr_buffers(np.concatenate(R), np.concatenate(C), np.concatenate(Vv), (5 * n * nv, n * nv))
+
+
+def rotated_operator(f: torch.Tensor, w: torch.Tensor, angles: torch.Tensor, level: int) -> torch.Tensor:
+    r""":math:`\chi^{(A_v)}_w[f](v)` at every vertex v, for one scalar signal ``f`` (V,), weights ``w`` (6,) and
+    one angle per vertex ``angles`` (V,) (float64; spacing units as in the layers)."""
+    crow, col, val = _scalar_operator(level)
+    n = icosphere(level).num_vertices
+    D = torch.sparse_csr_tensor(crow, col, val, (5 * n, n))
+    d = torch.cat([f[None], (D @ f.to(torch.float64)[:, None]).view(5, n)])  # (6, V)
+    rot = rotation_matrices(angles)  # (V, 6, 6)
+    return torch.einsum("k,vkl,lv->v", w.to(torch.float64), rot, d)
+
+
+def _csr(crow, col, val, shape) -> torch.Tensor:
+    """A CSR tensor without torch's beta / invariant-check warnings (the indices are ours, built once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def _tracing() -> bool:
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``op @ x`` for a constant CSR ``op`` whose transpose ``op_t`` is given (gradient to x only)."""
+
+    @staticmethod
+    def forward(ctx, op, op_t, x):
+        ctx.op_t = op_t
+        ctx.dtype = x.dtype
+        return _spmm(op, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None, _spmm(ctx.op_t, g).to(ctx.dtype)
+
+
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
+def _spmm(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``op @ x`` for a CSR ``op`` in the operator's dtype (CPU sparse kernels have no bfloat16: under autocast
+    the product runs with autocast off). Traceable by torch.fx (autocast is off while tracing)."""
+    if _autocast_on():
+        with torch.autocast(x.device.type, enabled=False):
+            return op @ x.to(op.dtype)
+    return op @ x.to(op.dtype)
+
+
+class _SphereOperator(EquivariantModule):
+    """Shared: the level, the mesh and CSR buffers (non-persistent: rebuilt from the level)."""
+
+    def _set_operator(self, crow, col, val, shape, dtype, device) -> None:
+        self._shape = tuple(shape)
+        dd = dtype or torch.get_default_dtype()
+        t = _csr(crow, col, val, shape).t().to_sparse_csr()  # the transpose, for backward
+        for name, tensor in (("_crow", crow), ("_col", col), ("_val", val), ("_crow_t", t.crow_indices()),
+                             ("_col_t", t.col_indices()), ("_val_t", t.values())):
+            self.register_buffer(name, tensor.to(device=device, dtype=dd if tensor.is_floating_point() else None),
+                                 persistent=False)
+
+    @property
+    def _operator(self) -> torch.Tensor:
+        return _csr(self._crow, self._col, self._val, self._shape)
+
+    def _apply_operator(self, x: torch.Tensor) -> torch.Tensor:
+        """``op @ x``; with a gradient, by :class:`_SparseProduct` (the transpose is stored: no CSR transposition
+        and sort per backward). Plain ``op @ x`` while fx traces (export)."""
+        if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+            return _spmm(self._operator, x)
+        op_t = _csr(self._crow_t, self._col_t, self._val_t, self._shape[::-1])
+        return _SparseProduct.apply(self._operator, op_t, x)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """The field type's check, then the number of vertices against the layer's level."""
+        super().check_input(x)
+        if x.shape[-1] != self.mesh.num_vertices:
+            raise ValueError(f"{type(self).__name__}: expected a signal on the level-{self.level} icosphere "
+                             f"({self.mesh.num_vertices} vertices), got {x.shape[-1]} points "
+                             f"(level {level_of(x.shape[-1], type(self).__name__)})")
+
+    @property
+    def mesh(self):
+        return icosphere(self.level)
+
+
+def _check_types(who: str, in_type: FieldType, out_type: FieldType, n_in: int | None, n_out: int | None) -> None:
+    for name, t, n in (("in_type", in_type, n_in), ("out_type", out_type, n_out)):
+        if not isinstance(t, FieldType) or not isinstance(t.domain, Sphere):
+            raise TypeError(f"{who}: {name} must be a FieldType on epdo.sphere.Sphere, got {t!r}")
+        if not t.is_trivial:
+            raise ValueError(f"{who}: {name} must consist of trivial fields (sphere_type), got {t}")
+        if n is not None and t.domain.orientations != n:
+            raise ValueError(f"{who}: {name} must live on {Sphere(n)!r}, got {t.domain!r}")
+    if in_type.group != out_type.group:
+        raise ValueError(f"{who}: in_type is of {in_type.group.name}, out_type of {out_type.group.name}")
+
+
+class SphereLifting(_SphereOperator):
+    r"""S^2 -> S^2 x C_N: :math:`\psi_o(P, \theta_i) = \sum_c \chi^{(\theta_i)}_{w_{oc}}[f_c](P) + b_o`.
+
+    Args:
+        in_type: scalar fields (``Sphere()``), out_type: orientation fields (``Sphere(N)``, N >= 1).
+        level: icosphere level of the signals.
+        bias: one bias per output field.
+
+    Shape: (B, C_in, V) -> (B, C_out, N, V).
+    """
+
+    def __init__(self, in_type: FieldType, out_type: FieldType, level: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_type, out_type)
+        _check_types("SphereLifting", in_type, out_type, 1, None)
+        self.level = _check_level(level)
+        self.orientations = out_type.domain.orientations
+        n, ci, co = self.orientations, in_type.size, out_type.size
+        fk = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.randn(co, ci, 6, **fk) / math.sqrt(6 * ci))
+        self.bias = nn.Parameter(torch.zeros(co, **fk)) if bias else None
+        crow, col, val = _scalar_operator(self.level)
+        self._set_operator(crow, col, val, (5 * self.mesh.num_vertices, self.mesh.num_vertices), dtype, device)
+        rot = rotation_matrices(2 * math.pi * torch.arange(n, dtype=torch.float64) / n)
+        self.register_buffer("_rot", rot.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        b, c, v = x.shape[0], self.in_type.size, self.mesh.num_vertices
+        d = self._apply_operator(x.permute(2, 1, 0).reshape(v, c * b)).view(5, v, c, b)
+        e = torch.cat([x.permute(1, 2, 0).unsqueeze(1).to(d.dtype), d.permute(2, 0, 1, 3)], 1)  # (C, 6, V, B)
+        w = torch.matmul(self.weight[:, None, :, None, :], self._rot.to(self.weight.dtype)[None, :, None])  # (O, N, C, 1, 6)
+        w = w.reshape(self.out_type.size * self.orientations, c * 6)
+        y = (w.to(e.dtype) @ e.reshape(c * 6, v * b)).view(self.out_type.size, self.orientations, v, b).permute(3, 0, 1, 2)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+class SpherePDOConv(_SphereOperator):
+    r"""Orientation fields -> orientation fields (see the module doc):
+    :math:`\psi'_o(P,\theta_i) = \sum_{c,j}\chi^{(\theta_i)}_{w_{ocj}}[\tilde\psi_c(\cdot,\theta_i+\theta_j)](P) + b_o`.
+
+    Args:
+        in_type, out_type: orientation fields on the same ``Sphere(N)``.
+        level: icosphere level of the signals.
+        bias: one bias per output field.
+
+    Shape: (B, C_in, N, V) -> (B, C_out, N, V). Cost: one sparse product (5NV x NV, ~2N nonzeros per stencil
+    entry) on the Fourier coefficients, then one dense (C_out N) x (6 C_in N) matrix product per vertex batch.
+    """
+
+    def __init__(self, in_type: FieldType, out_type: FieldType, level: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_type, out_type)
+        _check_types("SpherePDOConv", in_type, out_type, None, in_type.domain.orientations
+                     if isinstance(in_type, FieldType) and isinstance(in_type.domain, Sphere) else None)
+        n = in_type.domain.orientations
+        if n < 2:
+            raise ValueError(f"SpherePDOConv: needs orientation fields (Sphere(N), N >= 2), got {in_type.domain!r}")
+        self.level = _check_level(level)
+        self.orientations = n
+        ci, co = in_type.size, out_type.size
+        fk = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.randn(co, ci, n, 6, **fk) / math.sqrt(6 * ci * n))
+        self.bias = nn.Parameter(torch.zeros(co, **fk)) if bias else None
+        nv = self.mesh.num_vertices
+        crow, col, val = _orientation_operator(self.level, n)
+        self._set_operator(crow, col, val, (5 * n * nv, n * nv), dtype, device)
+        dd = dtype or torch.get_default_dtype()
+        F = fourier_matrix(n)
+        self.register_buffer("_F", torch.as_tensor(F).to(device=device, dtype=dd), persistent=False)
+        self.register_buffer("_Finv", torch.as_tensor(np.linalg.inv(F)).to(device=device, dtype=dd), persistent=False)
+        rot = rotation_matrices(2 * math.pi * torch.arange(n, dtype=torch.float64) / n)  # (N_i, 6, 6)
+        # gather index: W2[o, i, c, m, l] = sum_k w[o, c, (m - i) % N, k] rot[i, k, l]
+        self.register_buffer("_rot", rot.to(device=device, dtype=dd), persistent=False)
+        idx = (torch.arange(n)[None, :] - torch.arange(n)[:, None]) % n  # [i, m] -> j
+        self.register_buffer("_jidx", idx.to(device), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        b, c, n, v = x.shape[0], self.in_type.size, self.orientations, self.mesh.num_vertices
+        xt = x.permute(2, 3, 1, 0).reshape(n, v * c * b)  # (N, V C B)
+        xf = (self._F.to(x.dtype) @ xt).view(n * v, c * b)  # Fourier coefficients of the orientation axis
+        d = self._apply_operator(xf).view(5 * n, v * c * b)
+        d = (self._Finv.to(d.dtype) @ d.view(5, n, v * c * b)).view(5, n, v, c, b)  # back to orientation samples
+        e = torch.cat([xt.view(1, n, v, c, b).to(d.dtype), d]).permute(3, 1, 0, 2, 4)  # (C, N_m, 6, V, B)
+        wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
+        w2 = torch.matmul(wj.unsqueeze(-2), self._rot.to(wj.dtype)[:, None]).squeeze(-2)  # (O, C, N_i, N_m, 6)
+        w2 = w2.permute(0, 2, 1, 3, 4).reshape(self.out_type.size * n, c * n * 6)
+        y = (w2.to(e.dtype) @ e.reshape(c * n * 6, v * b)).view(self.out_type.size, n, v, b).permute(3, 0, 1, 2)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+class SphereGroupPool(EquivariantModule):
+    """Max or mean over the orientations: (B, C, N, V) on ``Sphere(N)`` -> (B, C, V) on ``Sphere()``."""
+
+    def __init__(self, in_type: FieldType, mode: str = "max"):
+        _check_types("SphereGroupPool", in_type, in_type, None, None)
+        if mode not in ("max", "mean"):
+            raise ValueError(f"SphereGroupPool: mode must be 'max' or 'mean', got {mode!r}")
+        super().__init__(in_type, FieldType(in_type.group, in_type.representations, Sphere()))
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return x.amax(2) if self.mode == "max" else x.mean(2)
+
+
+class SpherePool(EquivariantModule):
+    """Level L -> L-1 by restriction to the first (nested) vertices; any sphere field type (same out type)."""
+
+    def __init__(self, in_type: FieldType, level: int):
+        _check_types("SpherePool", in_type, in_type, None, None)
+        super().__init__(in_type, in_type)
+        self.level = _check_level(level)
+        if self.level == 0:
+            raise ValueError("SpherePool: level 0 has no coarser level")
+        self.keep = icosphere(self.level - 1).num_vertices
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        if x.shape[-1] != icosphere(self.level).num_vertices:
+            raise ValueError(f"SpherePool: expected a signal on the level-{self.level} icosphere "
+                             f"({icosphere(self.level).num_vertices} vertices), got {x.shape[-1]} points")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return x[..., :self.keep]
