@@ -56,7 +56,7 @@ class Elements(NamedTuple):
     weight: torch.Tensor
     index: torch.Tensor | None = None
 
-    def __len__(self) -> int:  # noqa: D105 - the number of elements (not of fields)
+    def __len__(self) -> int:  # noqa: D105 - the number of elements (so do not use _replace / _make)
         return int(self.angle.shape[0])
 
     def matrices(self) -> torch.Tensor:
@@ -333,7 +333,7 @@ class PartialSampler(ElementSampler):
         if not self.rotations:  # the mirror group D_1: finite indices (flip * N + 0), exact cos / sin
             idx = els.flip.long()
             one = torch.ones_like(els.angle)
-            els = els._replace(cos=one, sin=torch.zeros_like(one), index=idx)
+            els = Elements(els.angle, els.flip, one, torch.zeros_like(one), els.weight, idx)
         return els
 
     def report(self) -> dict:
