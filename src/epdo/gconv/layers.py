@@ -360,7 +360,8 @@ class GroupConv(_ConvBase):
 
 class GroupProjection(_SampledLayer):
     r"""Projection (pooling over the group axis) :math:`G \to \mathbb{R}^2`: ``(B, C * |S|, H, W) -> (B, C, H, W)``,
-    the weighted mean :math:`\sum_u w_u f(x, u) / \sum_u w_u` or the max over elements with :math:`w_u > 0`;
+    the weighted mean :math:`\sum_u w_u f(x, u) / \sum_u w_u` or the max of :math:`w_u f(x, u)` over elements with
+    :math:`w_u > 0` (w = 1 there in the forward pass; the product carries the straight-through gradient);
     invariant under the group acting on the input's group axis."""
 
     def __init__(self, group, channels: int, *, in_elements: ElementSampler | None = None, mode: str = "mean",
@@ -395,8 +396,8 @@ class GroupProjection(_SampledLayer):
         x = x.reshape(B, self.channels, len(w), H, W)
         if self.mode == "mean":
             return torch.einsum("bcshw,s->bchw", x, w.to(x.dtype) / w.sum().to(x.dtype))
-        keep = w > 0
-        return x[:, :, keep].amax(2)
+        keep = w > 0  # w = 1 on kept elements (the product passes the straight-through gradient to w)
+        return (x[:, :, keep] * w[keep].to(x.dtype)[:, None, None]).amax(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self._in_elements(False)
