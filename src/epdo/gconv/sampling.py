@@ -232,11 +232,13 @@ class PartialSampler(ElementSampler):
         prob_lr_factor: the logit is ``prob_lr_factor * prob_raw``: under Adam (steps independent of the
             gradient's scale) the logit's learning rate is this factor (default 0.1, 004 section 7) times the
             rest, under SGD its square.
+        theta_lr_factor: likewise :math:`\theta/\pi` = ``theta_lr_factor * theta_raw`` (default 1; short runs
+            use more so that theta can travel in few steps).
         tau: Gumbel-softmax temperature.
     """
 
     def __init__(self, group: Group, n: int, theta: float = 1.0, prob: float = 0.99, prob_lr_factor: float = 0.1,
-                 tau: float = 1.0, generator: torch.Generator | None = None, dtype=None, device=None):
+                 tau: float = 1.0, theta_lr_factor: float = 1.0, generator: torch.Generator | None = None, dtype=None, device=None):
         G = point_group(group, "PartialSampler")
         if G.is_finite and not (G.N == 1 and G.reflections):
             raise ValueError(f"PartialSampler: supported groups are SO(2), O(2) (SE(2), E(2)) and the mirror group "
@@ -249,14 +251,16 @@ class PartialSampler(ElementSampler):
                              f"[0, pi]), got {theta!r}")
         if not 0.0 < float(prob) <= 1.0:
             raise ValueError(f"PartialSampler: prob must lie in (0, 1], got {prob!r}")
-        if not float(prob_lr_factor) > 0 or not float(tau) > 0:
-            raise ValueError(f"PartialSampler: prob_lr_factor and tau must be positive, got {prob_lr_factor!r}, {tau!r}")
+        if not float(prob_lr_factor) > 0 or not float(tau) > 0 or not float(theta_lr_factor) > 0:
+            raise ValueError(f"PartialSampler: prob_lr_factor, theta_lr_factor and tau must be positive, got "
+                             f"{prob_lr_factor!r}, {theta_lr_factor!r}, {tau!r}")
         super().__init__(G, dtype, device)
         fk = dict(dtype=self._ref.dtype, device=device)
         self.n, self.generator, self.tau, self.prob_lr_factor = n, generator, float(tau), float(prob_lr_factor)
         self.rotations = not G.is_finite
         self.reflections = G.reflections
-        self.theta_raw = nn.Parameter(torch.tensor(float(theta), **fk)) if self.rotations else None
+        self.theta_lr_factor = float(theta_lr_factor)
+        self.theta_raw = nn.Parameter(torch.tensor(float(theta) / self.theta_lr_factor, **fk)) if self.rotations else None
         if self.reflections:
             logit = 30.0 if prob >= 1.0 else math.log(prob / (1 - prob))
             self.prob_raw = nn.Parameter(torch.tensor(logit / self.prob_lr_factor, **fk))
@@ -268,7 +272,7 @@ class PartialSampler(ElementSampler):
         """:math:`\\theta` in radians, in [0, pi] (0-dim tensor; pi for the mirror group)."""
         if not self.rotations:
             return torch.tensor(math.pi)
-        return math.pi * _StraightThroughClamp.apply(self.theta_raw)
+        return math.pi * _StraightThroughClamp.apply(self.theta_lr_factor * self.theta_raw)
 
     def logit(self) -> torch.Tensor | None:
         return None if self.prob_raw is None else self.prob_lr_factor * self.prob_raw
@@ -286,8 +290,11 @@ class PartialSampler(ElementSampler):
         """:math:`\\max(1, \\lceil m\\,\\theta/\\pi\\rceil)` rotations per coset (m = n, or n/2 for O(2))."""
         if not self.rotations:
             return 1
-        t = min(max(float(self.theta_raw.detach()), 0.0), 1.0)
-        return max(1, math.ceil(self._per_coset() * t - 1e-6))
+        return max(1, math.ceil(self._per_coset() * self._t() - 1e-6))
+
+    def _t(self) -> float:
+        """theta / pi as a float."""
+        return min(max(self.theta_lr_factor * float(self.theta_raw.detach()), 0.0), 1.0)
 
     def count(self) -> int:
         m = self.rotation_count()
@@ -340,7 +347,7 @@ class PartialSampler(ElementSampler):
         """``{"theta": theta / pi, "prob": p, "elements": count in eval mode}``."""
         out = {}
         if self.rotations:
-            out["theta"] = min(max(float(self.theta_raw.detach()), 0.0), 1.0)
+            out["theta"] = self._t()
         if self.reflections:
             out["prob"] = self.prob()
         was = self.training

@@ -89,13 +89,15 @@ class GCNN(nn.Module):
     Args:
         group: ``"se2"``, ``"e2"``, ``"mirror"`` or ``"t2"``.
         samples: elements per layer (Monte Carlo / partial; ignored for finite groups).
-        partial: learned subsets per layer. channels, kernel_size, blocks: the widths, filter size, residual blocks.
+        partial: learned subsets per layer (theta, prob, theta_lr_factor: of
+            :class:`~epdo.gconv.sampling.PartialSampler`). channels, kernel_size, blocks: the widths, filter size,
+            residual blocks.
         kernel: ``"siren"``, ``"relu"``, ``"swish"`` or ``"pdo"``. num_classes: logits.
     """
 
     def __init__(self, group: str = "se2", samples: int = 8, partial: bool = False, channels: int = 32,
                  kernel_size: int = 5, blocks: int = 2, kernel: str = "siren", num_classes: int = 2,
-                 theta: float = 1.0, prob: float = 0.99, order: int = 2):
+                 theta: float = 1.0, prob: float = 0.99, order: int = 2, theta_lr_factor: float = 1.0):
         super().__init__()
         if group not in GROUPS:
             raise ValueError(f"GCNN: group must be one of {tuple(GROUPS)}, got {group!r}")
@@ -104,8 +106,9 @@ class GCNN(nn.Module):
         finite = G.point_group.is_finite if hasattr(G, "point_group") else G.is_finite
         part = bool(partial) and group != "t2"
         s = None if finite and not part else samples
-        kw = dict(kernel=kernel, theta=theta, prob=prob, order=order) if kernel == "pdo" else \
-            dict(kernel=kernel, theta=theta, prob=prob)
+        kw = dict(kernel=kernel, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor)
+        if kernel == "pdo":
+            kw["order"] = order
         self.lift = LiftingConv(G, 1, channels, kernel_size, samples=s, partial=part, bias=False, **kw)
         self.bn0 = GroupBatchNorm(channels)
         self.pool = nn.MaxPool2d(2)
@@ -147,9 +150,9 @@ def _export_gcnn(model: GCNN) -> nn.Module:
 
 
 def _register_export() -> None:
-    from ..export import register_exporter
+    from ..export import _EXPORTERS  # not register_exporter: see epdo.gconv.layers._register_exporters
 
-    register_exporter(GCNN)(_export_gcnn)
+    _EXPORTERS.setdefault(GCNN, _export_gcnn)
 
 
 _register_export()
