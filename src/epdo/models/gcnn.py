@@ -157,7 +157,7 @@ def _register_export() -> None:
 
 _register_export()
 
-_PAPER = "Romero & Lohit (2022), 'Learning Partial Equivariances from Data', Table 1 / Fig. 3"
+_PAPER = "Romero & Lohit 2022, Table 1 (MNIST6), Fig. 3"
 _RECIPE = TrainDefaults(optimizer="adam", lr=1e-3, epochs=10, batch_size=64)
 
 
@@ -171,17 +171,17 @@ def _reg(name: str, doc: str, error: str = "", **fixed):
 
 for _n in (8, 16):
     _reg(f"gcnn-se2-{_n}", f"Monte Carlo SE(2) G-CNN, {_n} samples per layer (eval: the C{_n} grid).",
-         "50.0 (MNIST6-180)", group="se2", samples=_n)
+         "50.0", group="se2", samples=_n)
     _reg(f"partial-gcnn-se2-{_n}", f"Partial SE(2) G-CNN, up to {_n} samples, learned theta per layer.",
-         "0.0 (MNIST6-180; 100 % accuracy)", group="se2", samples=_n, partial=True)
+         "0.0", group="se2", samples=_n, partial=True)
     _reg(f"gcnn-e2-{_n}", f"Monte Carlo E(2) G-CNN, {_n} samples per layer ({_n // 2} per coset).",
-         "50.0 (MNIST6-180 / MNIST6-M)", group="e2", samples=_n)
+         "50.0", group="e2", samples=_n)
     _reg(f"partial-gcnn-e2-{_n}", f"Partial E(2) G-CNN, up to {_n} samples, learned theta and flip probability.",
-         "0.0 (MNIST6-180 / MNIST6-M)", group="e2", samples=_n, partial=True)
+         "0.0", group="e2", samples=_n, partial=True)
 _reg("pdo-se2-8", "SE(2) PDO G-CNN (steered PDO kernels, order 2), 8 samples.", group="se2", samples=8, kernel="pdo")
 _reg("partial-pdo-se2-8", "Partial SE(2) PDO G-CNN (steered PDO kernels, order 2), up to 8 samples, learned theta.",
      group="se2", samples=8, kernel="pdo", partial=True)
-_reg("gcnn-mirror", "Mirror G-CNN (the group {e, x -> -x}).", "50.0 (MNIST6-M)", group="mirror")
-_reg("partial-gcnn-mirror", "Partial mirror G-CNN (learned probability of the flip).", "0.0 (MNIST6-M)",
+_reg("gcnn-mirror", "Mirror G-CNN (the group {e, x -> -x}).", "50.0", group="mirror")
+_reg("partial-gcnn-mirror", "Partial mirror G-CNN (learned probability of the flip).", "0.0",
      group="mirror", partial=True)
 _reg("cnn-t2", "T(2) CNN: the same residual network on the trivial group, SIREN kernels.", group="t2")
