@@ -279,7 +279,7 @@ class PartialSampler(ElementSampler):
 
     def prob(self) -> float:
         """Probability of the flipped coset (1 without reflections)."""
-        return 1.0 if self.prob_raw is None else float(torch.sigmoid(self.logit()))
+        return 1.0 if self.prob_raw is None else float(torch.sigmoid(self.logit().detach()))
 
     def _per_coset(self) -> int:
         if not self.rotations:
