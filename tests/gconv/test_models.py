@@ -55,3 +55,18 @@ def test_evaluate_prints_and_plots_the_learned_subsets(capsys, tmp_path):
     evaluate._plot_partial_subsets(rows, tmp_path / "s.png", "t")
     pytest.importorskip("matplotlib")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name,transform", [
+    ("gcnn-se2-8", lambda x: torch.rot90(x, 1, (-2, -1))),  # the eval grid C8 contains 90 degrees
+    ("gcnn-e2-8", lambda x: torch.rot90(x, 1, (-2, -1)).flip(-2)),  # D4: a rotation times the flip y -> -y
+    ("gcnn-mirror", lambda x: x.flip(-1)),  # x -> -x (MNIST6-M's mirroring), not y -> -y
+])
+def test_eval_mode_models_are_invariant_on_grid_elements(name, transform):
+    torch.manual_seed(0)
+    m = models.create(name, channels=4).double().eval()
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        y, yt = m(x), m(transform(x))
+    assert (y - yt).abs().max() <= 1e-9 * y.abs().max()
+    assert (m(x.transpose(-1, -2)) - y).abs().max() > 1e-6 * y.abs().max() or name != "gcnn-mirror"
