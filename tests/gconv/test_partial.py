@@ -43,8 +43,8 @@ def _stat_draws(layer, x, draws):
 
 def test_full_theta_and_probability_equal_the_full_layer_in_distribution():
     """E(2), 8 samples: the partial lifting layer at theta = pi, p = 1 (logit 30) and the Haar Monte Carlo layer
-    with the same kernel; statistic: the output sum, 150 draws each (seeded). Two-sample z of the means < 4 and
-    variance ratio in [0.67, 1.5]; the same test separates theta = pi / 2 (z > 8), so it can fail."""
+    with the same kernel; statistic: the output sum, 100 draws each (seeded). Two-sample z of the means < 4 and
+    variance ratio in [0.6, 1.67]; the same test separates theta = pi / 2 (measured: z = 0.55, ratio 1.37 at theta = pi; z = 52 at pi / 2; bound 8), so it can fail."""
     torch.manual_seed(0)
     G = groups.e2()
     full = gconv.LiftingConv(G, 1, 2, 5, samples=8, dtype=D).train()
@@ -54,12 +54,12 @@ def test_full_theta_and_probability_equal_the_full_layer_in_distribution():
         part = gconv.LiftingConv(G, 1, 2, 5, samples=8, partial=True, theta=theta, prob=1.0, dtype=D).train()
         part.load_state_dict(full.state_dict(), strict=False)
         with torch.no_grad():
-            a, b = _stat_draws(full, x, 150), _stat_draws(part, x, 150)
-        z = float((a.mean() - b.mean()).abs() / (a.var() / 150 + b.var() / 150).sqrt())
+            a, b = _stat_draws(full, x, 100), _stat_draws(part, x, 100)
+        z = float((a.mean() - b.mean()).abs() / (a.var() / 100 + b.var() / 100).sqrt())
         stats[name] = (z, float(a.var() / b.var()))
     print(f"z, variance ratio: {stats}")
     z, ratio = stats["pi"]
-    assert z < 4 and 0.67 < ratio < 1.5
+    assert z < 4 and 0.6 < ratio < 1.67
     assert stats["half"][0] > 8
 
 
