@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     dest = Path(args.out) if args.out else default_run_dir("evaluate", ckpt["model"])
     stem = f"eval-{data}-{args.split}"
+    partial_rows = _print_partial_equivariance(model)
+    if partial_rows:
+        result["partial_equivariance"] = partial_rows
 
     if args.rotations is not None:
         angles = [360.0 * k / args.rotations for k in range(args.rotations)]
@@ -146,9 +149,43 @@ def run(args: argparse.Namespace) -> int:
     if args.rotations is not None:
         title = f"{ckpt['model']} on {label}, {args.split} split (n={n:,})"
         _plot_rotations(angles, acc, dest / f"{stem}.png", title, getattr(ds, "num_classes", 10))
+    if partial_rows:
+        _plot_partial_subsets(partial_rows, dest / f"{stem}-subsets.png", f"{ckpt['model']}: learned subsets per layer")
     write_json(dest / f"{stem}.json", result)
     print(f"wrote {dest / f'{stem}.json'}")
     return 0
+
+
+def _print_partial_equivariance(model) -> list[dict]:
+    """Models with learned partial equivariance (``partial_equivariance_report()``, epdo.gconv) print theta / pi,
+    the flip probability and the eval-mode element count of every layer."""
+    report = getattr(model, "partial_equivariance_report", None)
+    rows = list(report()) if callable(report) else []
+    if rows:
+        print("learned partial equivariance (theta: rotations in [-theta, theta]; prob: of the flipped coset)")
+        for r in rows:
+            parts = [f"theta = {r['theta']:.3f} pi ({180 * r['theta']:.1f} deg)"] if "theta" in r else []
+            parts += [f"prob = {r['prob']:.3f}"] if "prob" in r else []
+            print(f"  {r['layer']:<28} " + ", ".join(parts + [f"{r['elements']} elements"]), flush=True)
+    return rows
+
+
+def _plot_partial_subsets(rows: list[dict], path: Path, title: str) -> None:
+    """004 Fig. 6: the learned rotation range [-theta, theta] of every layer (bars; opacity = flip probability)."""
+    fig = new_figure()
+    if fig is None:
+        return
+    ax = fig.axes[0]
+    for i, r in enumerate(rows):
+        t = 180.0 * r.get("theta", 1.0)
+        ax.barh(i, 2 * t, left=-t, color="C0", alpha=0.35 + 0.65 * r.get("prob", 1.0), height=0.6)
+        if "prob" in r:
+            ax.text(t + 4, i, f"p(flip) = {r['prob']:.2f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)), [r["layer"] for r in rows], fontsize=7)
+    ax.set(xlabel="rotation (degrees)", xlim=(-185, 230), title=title)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.grid(alpha=0.3, axis="x")
+    save_figure(fig, path)
 
 
 def _plot_rotations(angles: list[float], acc: list[float], path: Path, title: str, num_classes: int = 10) -> None:

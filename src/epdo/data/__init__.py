@@ -54,3 +54,4 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_mnist_dir",
 ]
+from . import cifar, mnist6  # noqa: E402,F401  (registers mnist6-180, mnist6-m, cifar10, cifar100 with the dataset registry)

@@ -61,6 +61,7 @@ __all__ = [
 # here. Every registered model is then built, run and gradient-checked by
 # tests/models/test_registry.py and listed by `epdo models`.
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "gcnn")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")

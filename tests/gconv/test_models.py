@@ -1,0 +1,72 @@
+"""The registered (Partial) G-CNNs: parameter counts from an independent formula, learned-subset reports, the
+export of the eval-mode function, evaluate's report hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import epdo.models as models
+from epdo.export import export
+
+
+def _siren(d_in: int, d_out: int, h: int = 32) -> int:
+    return (d_in * h + h) + (h * h + h) + (h * d_out + d_out)
+
+
+def _formula(C: int, e: int, shortcuts: bool, partial: int, classes: int = 2, pdo_alphas: int | None = None) -> int:
+    """Lifting SIREN (2 -> C), 4 group convs (2 + e -> C^2; PDO: e -> C |Gamma| C), 2 shortcut SIRENs (1 x 1),
+    5 batch norms (2C each), the head, one theta (and one flip logit) per partial sampler."""
+    if pdo_alphas is None:
+        lift, conv = _siren(2, C), _siren(2 + e, C * C)
+    else:
+        lift, conv = C * pdo_alphas, _siren(e, C * pdo_alphas * C)
+    return lift + 4 * conv + (2 * _siren(2 + e, C * C) if shortcuts else 0) + 5 * 2 * C + C * classes + classes + partial
+
+
+@pytest.mark.parametrize("name,e,shortcuts,partial,alphas", [
+    ("gcnn-se2-8", 2, True, 0, None), ("partial-gcnn-se2-8", 2, True, 5, None), ("gcnn-e2-16", 3, True, 0, None),
+    ("partial-gcnn-e2-8", 3, True, 10, None), ("gcnn-mirror", 3, False, 0, None), ("partial-gcnn-mirror", 3, True, 5, None),
+    ("cnn-t2", 2, False, 0, None), ("partial-pdo-se2-8", 2, True, 5, 6)])
+def test_parameter_counts(name, e, shortcuts, partial, alphas):
+    m = models.create(name)
+    assert models.count_parameters(m) == _formula(32, e, shortcuts, partial, pdo_alphas=alphas)
+
+
+def test_report_and_export_of_a_partial_model():
+    torch.manual_seed(0)
+    m = models.create("partial-gcnn-e2-8", channels=4, theta=0.5, prob=0.3).eval()
+    rows = m.partial_equivariance_report()
+    assert len(rows) == 5 and all(r["theta"] == pytest.approx(0.5) and r["prob"] == pytest.approx(0.3) for r in rows)
+    assert all(r["elements"] == 2 for r in rows)  # ceil(4 * 0.5) rotations, the flipped coset off (p < 1/2)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(export(m)(x), m(x), atol=1e-5)
+
+
+def test_evaluate_prints_and_plots_the_learned_subsets(capsys, tmp_path):
+    from epdo.cli import evaluate
+
+    m = models.create("partial-gcnn-se2-8", channels=4, theta=0.25)
+    rows = evaluate._print_partial_equivariance(m)
+    out = capsys.readouterr().out
+    assert len(rows) == 5 and "theta = 0.250 pi (45.0 deg), 2 elements" in out
+    assert evaluate._print_partial_equivariance(models.create("cnn-t2", channels=4)) == []
+    evaluate._plot_partial_subsets(rows, tmp_path / "s.png", "t")
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name,transform", [
+    ("gcnn-se2-8", lambda x: torch.rot90(x, 1, (-2, -1))),  # the eval grid C8 contains 90 degrees
+    ("gcnn-e2-8", lambda x: torch.rot90(x, 1, (-2, -1)).flip(-2)),  # D4: a rotation times the flip y -> -y
+    ("gcnn-mirror", lambda x: x.flip(-1)),  # x -> -x (MNIST6-M's mirroring), not y -> -y
+])
+def test_eval_mode_models_are_invariant_on_grid_elements(name, transform):
+    torch.manual_seed(0)
+    m = models.create(name, channels=4).double().eval()
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        y, yt = m(x), m(transform(x))
+    assert (y - yt).abs().max() <= 1e-9 * y.abs().max()
+    assert (m(x.transpose(-1, -2)) - y).abs().max() > 1e-6 * y.abs().max() or name != "gcnn-mirror"
