@@ -102,6 +102,50 @@ def build(name: str, sigma: float | None):
     return m, fwd, ours_transform
 
 
+def e2cnn_mnist_counts(names: list[str]) -> dict[str, dict]:
+    """Parameters of Weiler & Cesa's MNIST-rot networks built with e2cnn's R2Conv + InnerBatchNorm (+ the head),
+    beside epdo's registered ``e2cnn-*`` models (SteerableConv) of the same architecture."""
+    import_e2cnn()
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    import epdo.models as models
+    from epdo.models.e2cnn_rows import E2_KERNELS, E2_PADDING, E2_WIDTHS, patch_e2cnn_for_numpy2
+
+    patch_e2cnn_for_numpy2()
+    out = {}
+    for name in names:
+        cfg = dict(group="C16", fields="regular", restrict_after=None)
+        cfg.update({"e2cnn-c16-quotient": dict(fields="quotient"),
+                    "e2cnn-d16c16": dict(group="D16", restrict_after=5)}.get(name, {}))
+        t0 = time.perf_counter()
+        gs = gspaces.FlipRot2dOnR2(16) if cfg["group"] == "D16" else gspaces.Rot2dOnR2(16)
+
+        def unit(g):  # E2SFCNN_QUOT.build_quotient_feature_type for Rot2dOnR2(16)
+            return [g.regular_repr] * 5 + [g.quotient_repr(8)] * 2 + [g.quotient_repr(4)] * 2 + [g.trivial_repr] * 4
+
+        in_t = enn.FieldType(gs, [gs.trivial_repr])
+        n = 0
+        for i, (w, k, p) in enumerate(zip(E2_WIDTHS, E2_KERNELS, E2_PADDING), start=1):
+            g = in_t.gspace
+            reps = unit(g) * int(round(w / 6)) if cfg["fields"] == "quotient" else [g.regular_repr] * w
+            out_t = enn.FieldType(g, reps)
+            conv = enn.R2Conv(in_t, out_t, k, padding=p)
+            n += sum(q.numel() for q in conv.parameters())
+            if i == cfg["restrict_after"]:
+                r = enn.RestrictionModule(out_t, (None, 16))
+                out_t = enn.DisentangleModule(r.out_type).out_type
+            bn_t = enn.GroupPooling(out_t).out_type if cfg["fields"] == "quotient" and i == 6 else out_t
+            n += sum(q.numel() for q in enn.InnerBatchNorm(bn_t).parameters())
+            in_t = out_t
+        c = len(in_t)  # group pooling: one channel per field
+        n += (c * 96 + 96) + 2 * 96 + (96 * 96 + 96) + 2 * 96 + (96 * 10 + 10)
+        ours = models.count_parameters(models.create(name))
+        out[name] = dict(e2cnn=n, epdo=ours, build_s=time.perf_counter() - t0)
+        print(name, out[name], flush=True)
+    return out
+
+
 def equivariance_error(fwd, transform, angle: float) -> float:
     if transform is None:
         return float("nan")

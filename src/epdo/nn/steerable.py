@@ -51,7 +51,6 @@ from ..groups.intertwiners import hom_structure
 from .base import ExpandedWeightsModule
 from .expansion import FieldBias, HomExpansion
 from .pdo_base import PDOLayerBase, check_int
-from .pdoconv import _alpha_major_permutation
 
 __all__ = ["SteerableConv", "harmonic_representation", "default_ring_frequencies", "steerable_basis"]
 
@@ -185,16 +184,35 @@ def _kernel_field_rep(P: Representation, rep: Representation) -> Representation:
 
 def _hom_filter_norms(rho_in: Representation, rho_out: Representation, gram: np.ndarray) -> np.ndarray:
     """Frobenius norm of the sampled filter of each Hom_G(P (x) rho, rho_out) basis element (rho_in = P (x) rho);
-    ``gram`` is the J x J Gram matrix of the sampled basis functions."""
+    ``gram`` is the J x J Gram matrix of the sampled basis functions (cached per pair and Gram matrix)."""
+    g = np.ascontiguousarray(gram, dtype=np.float64)
+    return _hom_filter_norms_cached(rho_in, rho_out, g.tobytes(), g.shape[0])
+
+
+@lru_cache(maxsize=None)
+def _hom_filter_norms_cached(rho_in: Representation, rho_out: Representation, gram: bytes, J: int) -> np.ndarray:
     s = hom_structure(rho_in, rho_out)
-    J = gram.shape[0]
+    gram_m = np.frombuffer(gram).reshape(J, J)
     norms = np.empty(s.n_params)
     for p in range(s.n_params):
         sel = s.param == p  # W_p = q_out[:, rows] diag(values) q_in_inv[cols, :] (a low-rank product)
         w = (s.q_out[:, s.row[sel]] * s.value[sel]) @ s.q_in_inv[s.col[sel], :]
         w = w.reshape(rho_out.size, J, -1)
-        norms[p] = math.sqrt(max(float(np.einsum("ojc,jk,okc->", w, gram, w)), 0.0))
+        norms[p] = math.sqrt(max(float(np.einsum("ojc,jk,okc->", w, gram_m, w)), 0.0))
+    norms.setflags(write=False)
     return norms
+
+
+def _basis_major_permutation(in_type: FieldType, J: int) -> np.ndarray:
+    """Column order taking W's per-field ``(j, c)`` blocks to a global ``(j, channel)`` order."""
+    sizes = [r.size for r in in_type]
+    starts = np.cumsum([0] + sizes)
+    perm = np.empty(J * int(starts[-1]), dtype=np.int64)
+    total = int(starts[-1])
+    for f, d in enumerate(sizes):
+        j, c = np.meshgrid(np.arange(J), np.arange(d), indexing="ij")
+        perm[(j * total + starts[f] + c).ravel()] = (J * starts[f] + j * d + c).ravel()
+    return perm
 
 
 def _pair_int(v, name: str, who: str, minimum: int) -> int:
@@ -274,7 +292,7 @@ class SteerableConv(ExpandedWeightsModule):
             raise ValueError(f"{who}: no equivariant kernel from {in_type} to {out_type} with angular frequencies "
                              f"{self.frequencies} (raise frequencies_cutoff or the kernel size)")
         self.register_buffer("basis", torch.tensor(basis, **fk), persistent=False)
-        self.register_buffer("_perm", torch.as_tensor(_alpha_major_permutation(in_block, basis.shape[0])),
+        self.register_buffer("_perm", torch.as_tensor(_basis_major_permutation(in_block, basis.shape[0])),
                              persistent=False)
         self.bias_term = FieldBias(list(out_type), **fk) if bias else None
         gram = np.einsum("akl,bkl->ab", basis, basis)
@@ -309,16 +327,17 @@ class SteerableConv(ExpandedWeightsModule):
 
     # --- parameters -------------------------------------------------------------------------------
     def reset_parameters(self, gain: float | None = None) -> None:
-        """Coefficients N(0, 1) rescaled so that the mean squared norm of an output channel's filter equals
-        ``gain`` (default ``init_gain`` = 2, He for ReLU networks); biases zero."""
+        """Coefficients N(0, scale^2) such that the expected squared norm of an output channel's filter, averaged
+        over the output channels, equals ``gain`` (default ``init_gain`` = 2, He for ReLU networks): with
+        unit-norm basis filters, ``scale^2 = gain C_out / n_coefficients``. Biases zero."""
         if gain is not None:
             self.init_gain = float(gain)
         with torch.no_grad():
             self.expansion.reset_parameters()
-            norm2 = self._expand_filter().pow(2).flatten(1).sum(1).mean()
-            if norm2 > 0:
-                for w in self.expansion.parameters():
-                    w.mul_((self.init_gain / norm2).sqrt())
+            # every basis element's filter has unit norm, so E sum_o ||K_o||^2 = the number of coefficients
+            scale = math.sqrt(self.init_gain * self.out_type.size / self.expansion.num_params)
+            for w in self.expansion.parameters():
+                w.mul_(scale)
             if self.bias_term is not None and self.bias_term.bias is not None:
                 self.bias_term.bias.zero_()
         self.invalidate_cache()
