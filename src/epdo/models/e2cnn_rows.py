@@ -161,13 +161,13 @@ class E2MnistNet(MnistRotNet):
             w = w * width / (np.sqrt(H.order / 16) if fix_params else 1.0)
             out_type = _hidden(H, w, fields)
             mods.append(enn.SteerableConv(in_type, out_type, k, padding=p))
-            if i == restrict_after:
-                mods.append(enn.RestrictToRotations(out_type))
-                out_type = mods[-1].out_type
             if i == n and fields == "quotient":  # E2SFCNN_QUOT pools over the group before its last batch norm
                 mods.append(enn.GroupPool(out_type, "max"))
                 out_type = mods[-1].out_type
             mods += [enn.FieldBatchNorm(out_type), enn.ELU(out_type)]
+            if i == restrict_after:  # after batch norm: statistics per D16 field, as e2cnn's InnerBatchNorm on
+                mods.append(enn.RestrictToRotations(out_type))  # the disentangled (32-channel) fields
+                out_type = mods[-1].out_type
             if i in pool_after:
                 mods.append(enn.MaxPool2d(out_type, 2))
             in_type = out_type

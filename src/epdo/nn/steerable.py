@@ -52,7 +52,8 @@ from .base import ExpandedWeightsModule
 from .expansion import FieldBias, HomExpansion
 from .pdo_base import PDOLayerBase, check_int
 
-__all__ = ["SteerableConv", "harmonic_representation", "default_ring_frequencies", "steerable_basis"]
+__all__ = ["SteerableConv", "RegularOutputExpansion", "harmonic_representation", "default_ring_frequencies",
+           "steerable_basis"]
 
 
 def harmonic_representation(group: Group, k: int) -> Representation:
@@ -223,6 +224,70 @@ def _pair_int(v, name: str, who: str, minimum: int) -> int:
     return check_int(v, name, who, minimum)
 
 
+class RegularOutputExpansion(nn.Module):
+    r"""The kernels into regular fields of a finite group from permutation input fields, by rotating one
+    orientation (as :class:`~epdo.nn.expansion.RotatedPDOExpansion` rotates PDO coefficients):
+
+    .. math:: K_g(y) = K_e(g^{-1} y)\, \rho_{in}(g)^{-1}, \qquad K_e(y) = \sum_j X_j\, \phi_j(y),
+              \qquad \phi(g^{-1} y) = P(g^{-1})\, \phi(y),
+
+    channel g of a regular output field being orientation g (:math:`\rho_{reg}(h) e_g = e_{hg}`). Free parameters
+    :math:`X \in \mathbb{R}^{n_{out} \times J \times C_{in}}`: by Frobenius reciprocity
+    :math:`\dim\mathrm{Hom}_G(V, \rho_{reg}) = \dim V`, so this is all of
+    :math:`\mathrm{Hom}_G(P \otimes \rho_{in}, \rho_{reg})` in other coordinates (the Hom solver's count,
+    tested). ``rho_in(g^-1)`` is a channel gather and the rotated basis is precomputed, so the cost is one
+    ``(n_out |G| C_in J) x k^2`` contraction instead of the dense change of basis of the tensor product.
+    Each (ring, frequency) block of the basis is scaled so that one coefficient's filter has unit norm
+    (exactly on 90-degree groups). ``forward()`` returns the ``(n_out |G|, C_in, k, k)`` filter.
+    """
+
+    def __init__(self, in_type: FieldType, n_out: int, P: Representation, freqs: Sequence[int], basis: np.ndarray,
+                 device=None, dtype=None):
+        super().__init__()
+        G = in_type.group
+        els = G.elements
+        reg = np.stack([np.asarray(G.regular(h)) for h in els])
+        chan = reg[:, :, G.index(G.identity)].argmax(1)  # rho_reg(h) e_e = e_chan(h)
+        order = np.argsort(chan)  # channel i of a regular output field is orientation els[order[i]]
+        scale = np.ones(basis.shape[0])
+        for block in _harmonic_blocks(freqs):  # one scale per P-block keeps the rotated basis exact
+            rms = math.sqrt(np.mean([np.sum(basis[b] ** 2) for b in block]) * len(els))
+            scale[block] = 1.0 / max(rms, 1e-12)
+        base = basis * scale[:, None, None]
+        inv = [G.inverse(els[o]) for o in order]
+        rotated = np.stack([np.einsum("ij,jkl->ikl", np.asarray(P(h)), base) for h in inv])  # phi(g^-1 y)
+        # rho_in(g^-1) e_c = e_sigma(c): column c of K_g is column sigma(c) of K_e(g^-1 y)
+        gather = np.stack([np.asarray(in_type.representation(h)).argmax(0) for h in inv])
+        fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
+        self.n_out, self.n_elements = int(n_out), len(els)
+        self.weight = nn.Parameter(torch.empty(int(n_out), basis.shape[0], in_type.size, **fk))
+        self.register_buffer("_rotated", torch.tensor(rotated, **fk), persistent=False)  # (|G|, J, k, k)
+        self.register_buffer("_gather", torch.as_tensor(gather, dtype=torch.long), persistent=False)
+        self.reset_parameters()
+
+    @property
+    def num_params(self) -> int:
+        return self.weight.numel()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+
+    def forward(self) -> torch.Tensor:
+        x = self.weight[:, :, self._gather]  # (n_out, J, |G|, C_in): X_j rho_in(g)^-1 as a gather
+        k = torch.einsum("fjgc,gjkl->fgckl", x, self._rotated)
+        return k.reshape(self.n_out * self.n_elements, *k.shape[2:])
+
+
+def _harmonic_blocks(freqs: Sequence[int]) -> list[list[int]]:
+    """Index blocks of P's summands in basis order: per ring one for k = 0, then (cos, sin) for k = 1..F."""
+    out, start = [], 0
+    for f in freqs:
+        out.append([start])
+        out += [[start + 2 * k - 1, start + 2 * k] for k in range(1, f + 1)]
+        start += 2 * f + 1
+    return out
+
+
 class SteerableConv(ExpandedWeightsModule):
     r"""R2Conv-style steerable convolution between field types of C_N, D_N, SO(2) or O(2).
 
@@ -242,6 +307,11 @@ class SteerableConv(ExpandedWeightsModule):
         bias: learnable bias on the trivial components of the output fields.
         rings, sigma, frequencies_cutoff: ring radii (pixels, already dilated), Gaussian widths (pixels; one or
             per ring), angular cut-off (None: e2cnn's rule; a float c: k <= c r; a sequence: per ring).
+        expansion: ``"auto"``: kernels into regular fields of C_N / D_N from permutation fields (regular,
+            quotient, trivial) by rotating one orientation (:class:`RegularOutputExpansion`, fast), all others
+            by the Hom solver (:class:`~epdo.nn.HomExpansion` on :math:`P \otimes \rho_{in}`); ``"hom"``: the Hom
+            solver for every field. Both span the same kernel space (tested); ``num_coefficients`` is its
+            dimension.
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H', W')``,
     ``H' = floor((H + 2 padding - dilation (k - 1) - 1) / stride) + 1``.
@@ -262,7 +332,8 @@ class SteerableConv(ExpandedWeightsModule):
     def __init__(self, in_type: FieldType, out_type: FieldType, kernel_size: int = 5, padding: int | None = None,
                  stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True,
                  rings: Sequence[float] | None = None, sigma: float | Sequence[float] | None = None,
-                 frequencies_cutoff: float | Sequence[int] | None = None, device=None, dtype=None):
+                 frequencies_cutoff: float | Sequence[int] | None = None, expansion: str = "auto", device=None,
+                 dtype=None):
         super().__init__(in_type, out_type)
         who = type(self).__name__
         G = in_type.group
@@ -287,18 +358,36 @@ class SteerableConv(ExpandedWeightsModule):
         basis = steerable_basis(k, self.radii, self.sigmas, self.frequencies, self.dilation)
         self.angular = _angular_representation(G, self.frequencies)
         assert self.angular.size == basis.shape[0]
-        self.expansion = HomExpansion([_kernel_field_rep(self.angular, r) for r in in_block], list(out_type), **fk)
-        if self.expansion.num_params == 0:
+        if expansion not in ("auto", "hom"):
+            raise ValueError(f"{who}: expansion must be 'auto' or 'hom', got {expansion!r}")
+        self.expansion_mode = expansion
+        fast_ok = expansion == "auto" and G.is_finite and all(r.is_permutation() for r in in_block)
+        fast = [fast_ok and r == G.regular for r in out_type]
+        rows = [np.arange(sl.start, sl.stop) for sl in out_type.slices()]
+        fast_rows = np.concatenate([rows[i] for i, f in enumerate(fast) if f] or [np.zeros(0, np.int64)])
+        hom_rows = np.concatenate([rows[i] for i, f in enumerate(fast) if not f] or [np.zeros(0, np.int64)])
+        self.expansion = None
+        if len(hom_rows):
+            self.expansion = HomExpansion([_kernel_field_rep(self.angular, r) for r in in_block],
+                                          [r for r, f in zip(out_type, fast) if not f], **fk)
+        self.regular_expansion = None
+        if len(fast_rows):
+            self.regular_expansion = RegularOutputExpansion(in_block, sum(fast), self.angular, self.frequencies,
+                                                            basis, **fk)
+        if self.num_coefficients == 0:
             raise ValueError(f"{who}: no equivariant kernel from {in_type} to {out_type} with angular frequencies "
                              f"{self.frequencies} (raise frequencies_cutoff or the kernel size)")
         self.register_buffer("basis", torch.tensor(basis, **fk), persistent=False)
         self.register_buffer("_perm", torch.as_tensor(_basis_major_permutation(in_block, basis.shape[0])),
                              persistent=False)
+        self.register_buffer("_fast_rows", torch.as_tensor(fast_rows, dtype=torch.long), persistent=False)
+        self.register_buffer("_hom_rows", torch.as_tensor(hom_rows, dtype=torch.long), persistent=False)
         self.bias_term = FieldBias(list(out_type), **fk) if bias else None
-        gram = np.einsum("akl,bkl->ab", basis, basis)
-        for rho_in, rho_out, scale in self.expansion.block_scales():
-            norms = _hom_filter_norms(rho_in, rho_out, gram)
-            scale.copy_(torch.as_tensor(1.0 / np.maximum(norms, 1e-12), dtype=scale.dtype))
+        if self.expansion is not None:
+            gram = np.einsum("akl,bkl->ab", basis, basis)
+            for rho_in, rho_out, scale in self.expansion.block_scales():
+                norms = _hom_filter_norms(rho_in, rho_out, gram)
+                scale.copy_(torch.as_tensor(1.0 / np.maximum(norms, 1e-12), dtype=scale.dtype))
         self.init_gain = 2.0
         self.reset_parameters()
 
@@ -325,6 +414,11 @@ class SteerableConv(ExpandedWeightsModule):
         """J, the number of sampled ring x harmonic functions."""
         return int(self.basis.shape[0])
 
+    @property
+    def num_coefficients(self) -> int:
+        """The dimension of the kernel space: dim Hom_G(P (x) rho_in, rho_out) summed over the field pairs."""
+        return sum(0 if e is None else e.num_params for e in (self.expansion, self.regular_expansion))
+
     # --- parameters -------------------------------------------------------------------------------
     def reset_parameters(self, gain: float | None = None) -> None:
         """Coefficients N(0, scale^2) such that the expected squared norm of an output channel's filter, averaged
@@ -333,20 +427,33 @@ class SteerableConv(ExpandedWeightsModule):
         if gain is not None:
             self.init_gain = float(gain)
         with torch.no_grad():
-            self.expansion.reset_parameters()
-            # every basis element's filter has unit norm, so E sum_o ||K_o||^2 = the number of coefficients
-            scale = math.sqrt(self.init_gain * self.out_type.size / self.expansion.num_params)
-            for w in self.expansion.parameters():
-                w.mul_(scale)
+            scale = math.sqrt(self.init_gain * self.out_type.size / self.num_coefficients)
+            for e in (self.expansion, self.regular_expansion):
+                if e is not None:
+                    e.reset_parameters()
+                    for w in e.parameters():
+                        w.mul_(scale)
             if self.bias_term is not None and self.bias_term.bias is not None:
                 self.bias_term.bias.zero_()
         self.invalidate_cache()
 
     def _expand_filter(self) -> torch.Tensor:
-        J = self.basis.shape[0]
-        c_in = self.in_type.size // self.groups
-        w = self.expansion()[:, self._perm].view(self.out_type.size, J, c_in)
-        return torch.einsum("ojc,jkl->ockl", w, self.basis)
+        parts = []
+        if self.regular_expansion is not None:
+            parts.append((self._fast_rows, self.regular_expansion()))
+        if self.expansion is not None:
+            J, c_in = self.basis.shape[0], self.in_type.size // self.groups
+            w = self.expansion()[:, self._perm].view(-1, J, c_in)
+            parts.append((self._hom_rows, torch.einsum("ojc,jkl->ockl", w, self.basis)))
+        if len(parts) == 1:
+            rows, k = parts[0]
+            if bool(torch.equal(rows, torch.arange(len(rows), device=rows.device))):
+                return k
+        ref = parts[0][1]
+        out = ref.new_zeros(self.out_type.size, *ref.shape[1:])
+        for rows, k in parts:
+            out = out.index_copy(0, rows, k)
+        return out
 
     def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self._expand_filter(), None if self.bias_term is None else self.bias_term()
@@ -383,4 +490,6 @@ class SteerableConv(ExpandedWeightsModule):
             if value != default:
                 s += f", {name}={value}"
         s += f", frequencies={self.frequencies}"
+        if self.expansion_mode != "auto":
+            s += f", expansion={self.expansion_mode!r}"
         return s + ("" if self.bias_term is not None else ", bias=False")
