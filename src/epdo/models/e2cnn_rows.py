@@ -18,9 +18,12 @@ Paper 000 takes these rows from Weiler & Cesa: "E2CNN" 0.72 +- 0.03 % / 2.69M, "
 * ``fields="quotient"``: per unit 5 regular + 2 C16/C8 + 2 C16/C4 + 4 trivial fields (96 channels, 13 fields;
   ``E2SFCNN_QUOT.build_quotient_feature_type``: ``quotient_repr(round(n/2))`` is the quotient by the subgroup of
   order 8, of size 2, unlike J&W's C16/C2 mix in :mod:`~epdo.models.mnist_rot`), ``round(width / 6)`` units;
-* ``group="D16", restrict_after=5``: D16 regular fields in layers 1-5, restricted to C16 right after the fifth
-  convolution (before its batch norm, as e2cnn's ``RestrictionModule`` + ``DisentangleModule``: each D16 regular
-  field becomes two C16 regular fields), layer 6 on C16.
+  its last layer pools over the group before the batch norm, as ``E2SFCNN_QUOT``;
+* ``group="D16", restrict_after=5``: D16 regular fields in layers 1-5, restricted to C16 after the fifth layer's
+  batch norm and ELU (:class:`~epdo.nn.RestrictToRotations`: each D16 regular field becomes two C16 regular
+  fields); e2cnn restricts right after the convolution (``RestrictionModule`` + ``DisentangleModule``), but its
+  ``InnerBatchNorm`` then still normalises each disentangled 32-channel field as one, which is the D16 batch
+  norm: the same function and parameters. Layer 6 works on C16.
 
 Input ``(B, 1, 28, 28)`` in [0, 1], normalised with the MNIST-rot statistics of :mod:`~epdo.models.mnist_rot`.
 28 -> 20 -> 20 -> 10 -> 10 -> 10 -> 5 -> 5 -> 1: every pooling is symmetric, so the logits are invariant to
@@ -32,14 +35,16 @@ parameter count does not depend on it.
 =====================  =========  =====  ======  ==============================================================
 model                  ours       paper  ratio   note
 =====================  =========  =====  ======  ==============================================================
-COUNT_ROWS
+e2cnn-c16              2,692,690  2.69M  1.001   24-96 C16 regular fields, kernels 9, 7, 7, 7, 7, 5
+e2cnn-c16-quotient     2,749,686  2.75M  1.000   4, 5, 6, 6, 11, 16 quotient units (13 fields each)
+e2cnn-d16c16           5,363,794  5.36M  1.001   24-64 D16 fields, 128 C16 fields into 96 in layer 6
 =====================  =========  =====  ======  ==============================================================
 
 e2cnn's own ``R2Conv`` network of the same architecture (built by ``benchmarks/pdoconv.py --e2cnn-counts``, e2cnn
 0.2.3 with :func:`patch_e2cnn_for_numpy2`) has exactly the same counts (:data:`E2CNN_R2CONV_COUNTS`).
 **D16|5C16 widths**: ``mnist_final.sh`` passes ``--fixparams``, which in ``E2SFCNN`` divides the widths by
 sqrt(|D16| / 16) = sqrt 2 (16, 22, 25, 25, 45 D16 fields, 96 C16 fields in layer 6); that network has
-FIXPARAMS_COUNT parameters, not 5.36M. The full widths (24-64 D16 fields, 96 C16 fields) give the paper's 5.36M,
+3,069,353 parameters here, not 5.36M. The full widths (24-64 D16 fields, 96 C16 fields) give the paper's 5.36M,
 so the registered model uses them (``fix_params=True`` builds the other one).
 
 Training recipe (``mnist_final_single.sh``): Adam, lr 0.015, batch 64, 40 epochs, learning rate x 0.8 per epoch
@@ -78,7 +83,8 @@ PAPER_E2CNN: dict[str, tuple[int, str]] = {
 
 #: The same networks built with e2cnn 0.2.3's ``R2Conv`` (default basis), ``InnerBatchNorm`` and the same head:
 #: total learnable parameters, measured by ``benchmarks/pdoconv.py --e2cnn-counts``.
-E2CNN_R2CONV_COUNTS: dict[str, int] = {}
+E2CNN_R2CONV_COUNTS: dict[str, int] = {"e2cnn-c16": 2_692_690, "e2cnn-c16-quotient": 2_749_686,
+                                        "e2cnn-d16c16": 5_363_794}
 
 #: Weiler & Cesa's MNIST-rot recipe without its L1 term (see the module doc).
 E2CNN_RECIPE = TrainDefaults(

@@ -257,7 +257,8 @@ class RegularOutputExpansion(nn.Module):
         inv = [G.inverse(els[o]) for o in order]
         rotated = np.stack([np.einsum("ij,jkl->ikl", np.asarray(P(h)), base) for h in inv])  # phi(g^-1 y)
         # rho_in(g^-1) e_c = e_sigma(c): column c of K_g is column sigma(c) of K_e(g^-1 y)
-        gather = np.stack([np.asarray(in_type.representation(h)).argmax(0) for h in inv])
+        per_rep = {r: np.stack([np.asarray(r(h)).argmax(0) for h in inv]) for r in dict.fromkeys(in_type)}
+        gather = np.concatenate([per_rep[r] + sl.start for r, sl in zip(in_type, in_type.slices())], axis=1)
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self.n_out, self.n_elements = int(n_out), len(els)
         self.weight = nn.Parameter(torch.empty(int(n_out), basis.shape[0], in_type.size, **fk))
