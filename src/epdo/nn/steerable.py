@@ -32,6 +32,14 @@ F_i per ring. Each basis element's sampled filter is normalised to unit Frobeniu
 too); parameters are then initialised He-style on the expanded filter (:meth:`reset_parameters`).
 
 Harmonics :math:`k \ge 1` vanish at the centre pixel (where the angle is undefined).
+
+**Two parameterisations of the same space.** The Hom solver works on :math:`P \otimes \rho_{in}`, whose
+change of basis is dense: for C16 / D16 regular fields and 7x7 kernels it is 288 / 576 wide, and expanding
+the filter costs more than the convolution. Kernels into *regular* fields of C_N / D_N from permutation fields
+(regular, quotient, trivial) are therefore built by :class:`RegularOutputExpansion` by default (one free
+orientation rotated by :math:`P(g^{-1})` and a channel gather, as PDO-eConvs / :class:`~epdo.nn.PDOConv`'s
+``basis="pdo_econv"``); by Frobenius reciprocity it spans the same space with the same number of parameters
+(tested against the solver's basis). ``expansion="hom"`` uses the solver everywhere.
 """
 
 from __future__ import annotations
