@@ -1,10 +1,16 @@
-"""PDOConv side by side with e2cnn R2Diffop (FD, Gauss, RBF-FD), R2Conv and a plain Conv2d (core benchmark).
+"""PDOConv side by side with e2cnn R2Diffop (FD, Gauss, RBF-FD), R2Conv and a plain Conv2d (core benchmark);
+SteerableConv (epdo's R2Conv: Gaussian rings x circular harmonics, e2cnn's default basis) beside e2cnn's R2Conv.
 
 C16, 8 -> 8 regular fields (128 channels), batch 64, 28x28, order 4, kernel 5, CPU. Each layer runs in its own
 subprocess so peak memory (max RSS growth over the process after building the layer) is its own.
 
     python benchmarks/pdoconv.py [--reps 10] [--rounds 3] [--threads 2] [--sigmas 1.25,1.0,0.8,0.6]
                                  [--layers rbf,fd]      # only the layers whose name contains one of these
+    python benchmarks/pdoconv.py --e2cnn-counts         # Table 2's E2CNN networks: e2cnn R2Conv vs SteerableConv
+
+SteerableConv rows: ``epdo-SteerableConv`` (default ``expansion="auto"``: regular outputs by rotating one
+orientation) and ``epdo-SteerableConv-hom`` (the Hom solver on P (x) rho_in for every field); same basis
+dimension as ``e2cnn-R2Conv`` (kernel 5: 3 rings, frequencies 0, 2, 2; 176 per pair of C16 regular fields).
 
 Equivariance errors: relative error ||f(g.x) - g.f(x)|| / ||f(x)|| inside a centred disc, on a smooth input
 (Gaussian-blurred noise, sigma 2 px, in a soft disc), rotations by bicubic interpolation, median over three
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,6 +82,11 @@ def build(name: str, sigma: float | None):
     def ours_transform(x, angle):
         return t.transform(x, G.rotation(angle))
 
+    if name.startswith("epdo-SteerableConv"):
+        from epdo.nn import SteerableConv
+
+        m = SteerableConv(t, t, KERNEL, expansion="hom" if name.endswith("-hom") else "auto")
+        return m, m, ours_transform
     if name.startswith("epdo"):
         from epdo.nn import PDOConv
 
@@ -100,6 +112,50 @@ def build(name: str, sigma: float | None):
         return m(enn.GeometricTensor(x, et)).tensor
 
     return m, fwd, ours_transform
+
+
+def e2cnn_mnist_counts(names: list[str]) -> dict[str, dict]:
+    """Parameters of Weiler & Cesa's MNIST-rot networks built with e2cnn's R2Conv + InnerBatchNorm (+ the head),
+    beside epdo's registered ``e2cnn-*`` models (SteerableConv) of the same architecture."""
+    import_e2cnn()
+    from e2cnn import gspaces
+    from e2cnn import nn as enn
+
+    import epdo.models as models
+    from epdo.models.e2cnn_rows import E2_KERNELS, E2_PADDING, E2_WIDTHS, patch_e2cnn_for_numpy2
+
+    patch_e2cnn_for_numpy2()
+    out = {}
+    for name in names:
+        cfg = dict(group="C16", fields="regular", restrict_after=None)
+        cfg.update({"e2cnn-c16-quotient": dict(fields="quotient"),
+                    "e2cnn-d16c16": dict(group="D16", restrict_after=5)}.get(name, {}))
+        t0 = time.perf_counter()
+        gs = gspaces.FlipRot2dOnR2(16) if cfg["group"] == "D16" else gspaces.Rot2dOnR2(16)
+
+        def unit(g):  # E2SFCNN_QUOT.build_quotient_feature_type for Rot2dOnR2(16)
+            return [g.regular_repr] * 5 + [g.quotient_repr(8)] * 2 + [g.quotient_repr(4)] * 2 + [g.trivial_repr] * 4
+
+        in_t = enn.FieldType(gs, [gs.trivial_repr])
+        n = 0
+        for i, (w, k, p) in enumerate(zip(E2_WIDTHS, E2_KERNELS, E2_PADDING), start=1):
+            g = in_t.gspace
+            reps = unit(g) * int(round(w / 6)) if cfg["fields"] == "quotient" else [g.regular_repr] * w
+            out_t = enn.FieldType(g, reps)
+            conv = enn.R2Conv(in_t, out_t, k, padding=p)
+            n += sum(q.numel() for q in conv.parameters())
+            if i == cfg["restrict_after"]:
+                r = enn.RestrictionModule(out_t, (None, 16))
+                out_t = enn.DisentangleModule(r.out_type).out_type
+            bn_t = enn.GroupPooling(out_t).out_type if cfg["fields"] == "quotient" and i == 6 else out_t
+            n += sum(q.numel() for q in enn.InnerBatchNorm(bn_t).parameters())
+            in_t = out_t
+        c = len(in_t)  # group pooling: one channel per field
+        n += (c * 96 + 96) + 2 * 96 + (96 * 96 + 96) + 2 * 96 + (96 * 10 + 10)
+        ours = models.count_parameters(models.create(name))
+        out[name] = dict(e2cnn=n, epdo=ours, build_s=time.perf_counter() - t0)
+        print(name, out[name], flush=True)
+    return out
 
 
 def equivariance_error(fwd, transform, angle: float) -> float:
@@ -145,7 +201,16 @@ def main() -> None:
     ap.add_argument("--layers", default="", help="comma-separated name parts: run only the matching layers")
     ap.add_argument("--no-errors", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--one", nargs=2, metavar=("NAME", "SIGMA"), help=argparse.SUPPRESS)
+    ap.add_argument("--json", default="pdoconv.json", help="results file name in benchmarks/results/")
+    ap.add_argument("--e2cnn-counts", action="store_true",
+                    help="parameter counts of Table 2's E2CNN networks, e2cnn R2Conv vs epdo SteerableConv")
     args = ap.parse_args()
+    if args.e2cnn_counts:
+        counts = e2cnn_mnist_counts(["e2cnn-c16", "e2cnn-c16-quotient", "e2cnn-d16c16"])
+        path = write_json("pdoconv-e2cnn-counts.json", {"command": " ".join(sys.argv), "counts": counts,
+                                                          "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")})
+        print(f"wrote {path}")
+        return
     if args.one:
         name, s = args.one
         print(json.dumps(run_one(name, float(s) if s != "none" else None, args.reps, args.threads,
@@ -163,7 +228,7 @@ def main() -> None:
         if have_rbf:
             configs += [("e2cnn-R2Diffop-gauss", s) for s in sigmas] + [("e2cnn-R2Diffop-rbf", None)]
         configs += [("e2cnn-R2Conv", None)]
-    configs += [("conv2d", None)]
+    configs += [("epdo-SteerableConv", None), ("epdo-SteerableConv-hom", None), ("conv2d", None)]
     if args.layers:
         keep = [p for p in args.layers.split(",") if p]
         configs = [c for c in configs if any(p in c[0] for p in keep)]
@@ -176,14 +241,19 @@ def main() -> None:
     for r in rows:
         base = ref.get("e2cnn-R2Diffop-fd")
         r["train_vs_r2diffop_fd"] = r["train_s"] / base["train_s"] if base else None
+        conv = ref.get("e2cnn-R2Conv")
+        r["train_vs_r2conv"] = r["train_s"] / conv["train_s"] if conv else None
     cols = [("layer", "layer", ""), ("params", "params", "d"), ("build_s", "build s", ".3f"),
             ("train_s", "train fwd+bwd s", ".3f"), ("eval_s", "eval fwd s", ".3f"), ("peak_mb", "peak MB", ".0f"),
             ("err90", "err 90deg", ".1e"), ("err22_5", "err 22.5deg", ".4f"),
-            ("train_vs_r2diffop_fd", "train / R2Diffop-fd", ".2f")]
+            ("train_vs_r2diffop_fd", "train / R2Diffop-fd", ".2f"), ("train_vs_r2conv", "train / R2Conv", ".2f")]
     print(f"\nC16, {FIELDS}->{FIELDS} regular fields, batch {BATCH}, {SIZE}x{SIZE}, order {ORDER}, kernel {KERNEL}; "
           f"medians of {args.reps}; {args.threads} threads")
     print_table(rows, cols)
-    path = write_json("pdoconv.json", {"command": " ".join(sys.argv), "config": dict(
+    load = os.getloadavg()
+    print(f"load average before the table (1, 5, 15 min): {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} "
+          f"on {os.cpu_count()} CPUs" + (" (shared machine)" if load[0] > 1.5 else ""))
+    path = write_json(args.json, {"command": " ".join(sys.argv), "load_avg": load, "config": dict(
         group=f"C{N_GROUP}", fields=FIELDS, batch=BATCH, size=SIZE, order=ORDER, kernel=KERNEL, reps=args.reps),
         "machine": machine() | {"threads_used": args.threads}, "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows})
     print(f"wrote {path}")

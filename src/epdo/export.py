@@ -435,6 +435,7 @@ def _register_builtins() -> None:
                 bn.bias.zero_()
         return bn.eval()
 
+    register_exporter(enn.SteerableConv)(lambda m: m.export())
     register_exporter(enn.ReLU)(lambda m: nn.ReLU())
     register_exporter(enn.ELU)(lambda m: nn.ELU(m.alpha))
     register_exporter(enn.FieldDropout)(lambda m: nn.Identity())

@@ -62,6 +62,7 @@ __all__ = [
 # tests/models/test_registry.py and listed by `epdo models`.
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "gcnn")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "e2cnn_rows")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")

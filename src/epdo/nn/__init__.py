@@ -13,8 +13,9 @@ from .pooling import AvgPool2d, GroupPool, MaxPool2d
 from .restriction import CenterCrop, RestrictToRotations
 from .sequential import Sequential
 from .ring import RingPDOConv  # noqa: F401 - layers on the ring domain (epdo.fields.Ring)
+from .steerable import SteerableConv
 
 __all__ = ["AvgPool2d", "CenterCrop", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm",
            "FieldBias", "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity",
            "PDOConv", "PDOLayerBase", "PointwiseLinear", "ReLU", "RestrictToRotations", "RotatedPDOExpansion",
-           "Sequential"]
+           "Sequential", "SteerableConv"]

@@ -232,6 +232,23 @@ def _gconv(layer: str, kernel: str = "siren", **kw):
     return build
 
 
+# --- steerable kernels ---
+
+def _steerable(**kw):
+    """mixed -> regular + vector fields, 5x5 (or ``kw``) with e2cnn's default rings and frequencies."""
+    def build(G, **fk):
+        kw.setdefault("kernel_size", 5)
+        return _nn().SteerableConv(_mixed(G), _reg(G) + FieldType(G, [_vec(G)]), **kw, **fk)
+    return build
+
+
+def _steerable_groups(G, **fk):
+    """groups=2: two copies of (regular, trivial) in, two of (vector, regular) out."""
+    ti = _perm(G) + _perm(G)
+    to = FieldType(G, [_vec(G), G.regular] * 2)
+    return _nn().SteerableConv(ti, to, kernel_size=5, groups=2, **fk)
+
+
 # Non-grid bounds: relative error on smooth input (sigma 2 px, 17 x 17, disc of radius 5) of the entry
 # built for C16, measured here with seed 0; each bound ~1.5-2x the measured value (noted per entry; seeds 1
 # and 2 were within 40 % of seed 0 for every entry).
@@ -330,6 +347,15 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
     ModuleInfo("gconv_lifting_pdo", _gconv("lifting", "pdo"), non_grid={22.5: 0.045, 45.0: 0.055}),
     ModuleInfo("gconv_group_pdo", _gconv("group", "pdo"), non_grid={22.5: 0.07, 45.0: 0.09}),
     ModuleInfo("gconv_projection_mean", _gconv("projection"), non_grid={22.5: 1e-12, 45.0: 1e-12}),
+    # --- steerable kernels (epdo.nn.SteerableConv) ---
+    # non-grid: measured at 22.5 / 45 degrees, seeds 0, 1, 2, in the comment before each entry
+    # 0.0224 / 0.0227, 0.0185 / 0.0183, 0.0185 / 0.0192 (PDOConv FD: 0.036 / 0.040)
+    ModuleInfo("steerable_conv", _steerable(), non_grid={22.5: 0.035, 45.0: 0.035}),
+    # 0.213 / 0.307, 0.218 / 0.286, 0.162 / 0.227 (stride 2 resamples, as max_pool; dilation 2 leaves gaps)
+    ModuleInfo("steerable_conv_stride_dilation", _steerable(kernel_size=3, stride=2, dilation=2),
+               non_grid={22.5: 0.33, 45.0: 0.45}),
+    # 0.0174 / 0.0176, 0.0171 / 0.0174, 0.0194 / 0.0195 (D16)
+    ModuleInfo("steerable_conv_groups", _steerable_groups, non_grid_group="D16", non_grid={22.5: 0.03, 45.0: 0.03}),
 )
 
 
