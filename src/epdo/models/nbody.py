@@ -1,0 +1,179 @@
+r"""N-body models (paper 003 section 9): ``model(pos, vel, charge)`` with ``(B, 5, 3)``, ``(B, 5, 3)``,
+``(B, 5, 1)`` returns the predicted positions ``(B, 5, 3)`` 1,000 steps later (:mod:`epdo.data.nbody`).
+
+Each system is a fully connected graph of its particles (batched as a disjoint union).
+
+- ``egnn-nbody`` (Satorras et al. 2021, section 5.1): :math:`h^0_i = W|v_i|`, edge attribute
+  :math:`q_i q_j`, 4 :class:`~epdo.graph.EGNNLayer` s of width 64 with velocity updates; output the last
+  positions. E(3)-equivariant (positions, velocities), invariant to permutations.
+- ``segnn-nbody`` (Brandstetter et al. 2022): node features :math:`(x_i - \bar x, v_i, \|v_i\|)` as
+  ``2x1o + 1x0e``, l = 1 hidden features, edge attributes :math:`Y^{(\le 2)}(x_j - x_i)`, node attributes
+  their mean plus :math:`Y^{(\le 2)}(v_i)`, edge scalar :math:`q_i q_j`; 4 :class:`~epdo.graph.SEGNNLayer` s;
+  output a ``1x1o`` displacement. O(3)-equivariant.
+- ``ponita-nbody`` (the lifted network; Bekkers et al. 2024): scalar fields on positions x the 12
+  icosahedron vertices, embedded from :math:`(o\cdot v_i, \|v_i\|, q_i)`, 4 :class:`~epdo.graph.LiftedConvLayer` s,
+  displacement :math:`\frac1O \sum_a w^\top f_{ia}\, o_a`. Exactly equivariant to the icosahedral group
+  with inversion (it permutes the orientations); to other rotations up to the sphere's sampling.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from .. import graph
+from ..graph.layers import _GatedTP, _mlp
+from .registry import TrainDefaults, register_model
+
+__all__ = ["EGNNNBody", "SEGNNNBody", "LiftedNBody", "nbody_example_inputs"]
+
+_PUBLISHED = "003 section 9 (SEGNN paper, Table 2): linear 0.0819, SE(3)-Transformer 0.0244, TFN 0.0155"
+
+
+def _check(pos, vel, charge, who: str) -> None:
+    for name, t, last in (("pos", pos, 3), ("vel", vel, 3), ("charge", charge, 1)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{who}: expected {name} as a torch.Tensor (B, N, {last}), got {type(t).__name__}")
+        if t.dim() != 3 or t.shape[-1] != last or t.shape[:2] != pos.shape[:2]:
+            raise ValueError(f"{who}: expected pos (B, N, 3), vel (B, N, 3), charge (B, N, 1) with the same B, N; "
+                             f"got {name} of shape {tuple(t.shape)} (pos {tuple(pos.shape)})")
+        if not t.is_floating_point():
+            raise TypeError(f"{who}: expected floating {name}, got dtype {t.dtype}")
+    if pos.shape[1] < 2:
+        raise ValueError(f"{who}: expected at least 2 particles per system, got pos of shape {tuple(pos.shape)}")
+
+
+def _flat_graph(pos: torch.Tensor):
+    b, n = pos.shape[:2]
+    batch = torch.arange(b, device=pos.device).repeat_interleave(n)
+    ei = graph.fully_connected_graph(batch.cpu()).to(pos.device)
+    return ei, batch
+
+
+def nbody_example_inputs(batch: int = 2, generator: torch.Generator | None = None, dtype=torch.float32,
+                         n: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ``(pos, vel, charge)`` of ``batch`` systems of ``n`` particles (charges +-1)."""
+    pos = torch.randn(batch, n, 3, generator=generator, dtype=dtype)
+    vel = 0.5 * torch.randn(batch, n, 3, generator=generator, dtype=dtype)
+    charge = torch.randint(0, 2, (batch, n, 1), generator=generator).to(dtype) * 2 - 1
+    return pos, vel, charge
+
+
+class EGNNNBody(nn.Module):
+    """EGNN for the charged N-body task (see the module doc)."""
+
+    def __init__(self, hidden: int = 64, layers: int = 4, device=None, dtype=None):
+        super().__init__()
+        fk = {"device": device, "dtype": dtype}
+        self.embed = nn.Linear(1, hidden, **fk)
+        self.layers = nn.ModuleList(graph.EGNNLayer(hidden, hidden, hidden, edge_channels=1, velocity=True, **fk)
+                                    for _ in range(layers))
+
+    def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        _check(pos, vel, charge, "egnn-nbody")
+        b, n = pos.shape[:2]
+        ei, _ = _flat_graph(pos)
+        x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
+        h = self.embed(v.norm(dim=1, keepdim=True))
+        qq = q[ei[0]] * q[ei[1]]
+        for layer in self.layers:
+            h, x, _ = layer(h, x, ei, edge_attr=qq, vel=v)
+        return x.reshape(b, n, 3)
+
+
+class SEGNNNBody(nn.Module):
+    """SEGNN for the charged N-body task (see the module doc); ``hidden`` irreps default l = 1."""
+
+    def __init__(self, hidden: str = "32x0e + 16x1o", layers: int = 4, lmax_attr: int = 2, device=None, dtype=None):
+        super().__init__()
+        from e3nn import o3
+
+        fk = {"device": device, "dtype": dtype}
+        self.irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
+        self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, hidden, False, **fk)
+        self.layers = nn.ModuleList(graph.SEGNNLayer(self.embed.irreps_out, self.embed.irreps_out, hidden,
+                                                     lmax_attr=lmax_attr, edge_scalars=1, **fk) for _ in range(layers))
+        self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
+
+    def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        from e3nn import o3
+
+        _check(pos, vel, charge, "segnn-nbody")
+        b, n = pos.shape[:2]
+        ei, _ = _flat_graph(pos)
+        centred = (pos - pos.mean(dim=1, keepdim=True)).reshape(-1, 3)
+        x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
+        f = torch.cat([centred, v, v.norm(dim=1, keepdim=True)], dim=1)
+        layer0 = self.layers[0]
+        a_e = layer0.edge_attributes(x, ei)
+        a_n = graph.layers.scatter_mean(a_e, ei[1], x.shape[0])
+        a_n = a_n + o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization="component")
+        qq = q[ei[0]] * q[ei[1]]
+        h = self.embed(f, a_n)
+        y_v = a_n - graph.layers.scatter_mean(a_e, ei[1], x.shape[0])
+        for layer in self.layers:
+            h, _, _ = layer(h, x, ei, edge_attr=qq, node_attr=y_v)
+        return (x + self.head(h, a_n)).reshape(b, n, 3)
+
+
+class LiftedNBody(nn.Module):
+    """The lifted (position x orientation) network for the charged N-body task (see the module doc)."""
+
+    def __init__(self, channels: int = 32, layers: int = 4, hidden: int = 64, device=None, dtype=None):
+        super().__init__()
+        fk = {"device": device, "dtype": dtype}
+        self.register_buffer("orientations", graph.icosahedron_vertices().to(dtype or torch.get_default_dtype()))
+        self.embed = _mlp([3, hidden, channels], nn.SiLU, fk)
+        self.layers = nn.ModuleList(graph.LiftedConvLayer(channels, hidden, edge_scalars=1, **fk) for _ in range(layers))
+        self.readout = nn.Linear(channels, 1, **fk)
+
+    def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
+        _check(pos, vel, charge, "ponita-nbody")
+        b, n = pos.shape[:2]
+        ei, _ = _flat_graph(pos)
+        x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
+        o = self.orientations.to(x)
+        nv = v.norm(dim=1, keepdim=True)
+        inv = torch.stack([v @ o.T, nv.expand(-1, o.shape[0]), q.expand(-1, o.shape[0])], dim=-1)  # (N, O, 3)
+        f = self.embed(inv)
+        qq = q[ei[0]] * q[ei[1]]
+        for layer in self.layers:
+            f, _, _, _ = layer(f, x, o, ei, edge_attr=qq)
+        shift = (self.readout(f) * o).mean(dim=1)  # (N, 3)
+        return (x + shift).reshape(b, n, 3)
+
+
+# --- registration -------------------------------------------------------------------------------
+
+def _register(name: str, **kw):
+    """register_model with the input contract where this epdo's registry has it (the task seam)."""
+    params = inspect.signature(register_model).parameters
+    extra = {"inputs": "nbody", "example_inputs": nbody_example_inputs, "task": "regression"}
+    kw.update({k: v for k, v in extra.items() if k in params})
+    if "input_shape" in params:
+        kw.setdefault("input_shape", (5, 3))
+    return register_model(name=name, **kw)
+
+
+@_register("egnn-nbody", paper="Satorras et al. (ICML 2021), N-body; " + _PUBLISHED, paper_error="MSE 0.0070",
+           train=TrainDefaults(optimizer="adam", lr=5e-4, epochs=1000, batch_size=100))
+def egnn_nbody(**kwargs):
+    """EGNN, 4 layers of width 64, for the charged N-body task."""
+    return EGNNNBody(**kwargs)
+
+
+@_register("segnn-nbody", paper="Brandstetter et al. (ICLR 2022), N-body, l_f = 1, l_a = 2; " + _PUBLISHED,
+           paper_error="MSE 0.0043 (l_a = 1 in the paper's best row)",
+           train=TrainDefaults(optimizer="adam", lr=5e-4, epochs=1000, batch_size=100))
+def segnn_nbody(**kwargs):
+    """SEGNN with l = 1 features and l = 2 edge attributes, 4 layers, for the charged N-body task."""
+    return SEGNNNBody(**kwargs)
+
+
+@_register("ponita-nbody", paper="Bekkers et al. (ICLR 2024), lifted to positions x orientations (003 section 9)",
+           train=TrainDefaults(optimizer="adam", lr=5e-4, epochs=1000, batch_size=100))
+def ponita_nbody(**kwargs):
+    """The lifted network on positions x 12 orientations (icosahedron), 4 layers, for the charged N-body task."""
+    return LiftedNBody(**kwargs)
