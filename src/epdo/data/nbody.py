@@ -13,7 +13,7 @@ state after ``start`` = 3,000 steps (EGNN's frame 30 at sampling interval 100) a
 float32. Splits: 3,000 train / 2,000 valid / 2,000 test trajectories from independent seeded streams
 (numpy ``default_rng([seed, split])``).
 
-Generated in numpy (about 10 s for the three splits on one core), cached as ``.npz`` written atomically,
+Generated in numpy (about one CPU-minute for the three splits), cached as ``.npz`` written atomically,
 with a SHA-256 of the arrays stored inside and checked on reading (a bad cache is regenerated, with a warning).
 """
 
