@@ -98,7 +98,7 @@ def test_parameter_counts_against_formulas():
                                                              "4x0e+3x0e+2x1o+1x2e")
     # by hand: the even-scalar-only triples of the first product; 0e x 0e -> 0e: 4 fields (1 + 1 + 2) x 1 x 7
     assert tensor_product_weights("4x0e", "1x0e", "7x0e") == 28 and tensor_product_weights("1x1o", "1x1o", "1x1e") == 1
-    biases = sum(t.bias.numel() for t in tps)
+    biases = sum(t.bias.numel() for t in tps if t.bias is not None)
     assert biases == 7 + 7 + 7 + 2  # the even scalars of each product's output
     assert sum(p.numel() for p in seg.parameters()) == sum(t.tp.weight_numel for t in tps) + biases
 

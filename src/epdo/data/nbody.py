@@ -174,10 +174,8 @@ def load(split: str, *, data_dir=None, cache_dir=None, seed: int = 0, n: int | N
 
 
 def _register() -> None:
-    try:
-        from . import DatasetSpec, register_dataset
-    except ImportError:  # the dataset registry is not in this version of epdo.data
-        return
+    from .registry import DatasetSpec, register_dataset
+
     register_dataset(DatasetSpec(name="nbody", load=load, task="regression", options=("n",),
                                  description="charged N-body: 5 particles, predict positions 1,000 steps ahead "
                                              "(3,000 / 2,000 / 2,000 trajectories, generated and cached)"))

@@ -107,6 +107,8 @@ class EGNNLayer(nn.Module):
         update_coords: move the points (else positions pass through unchanged).
         velocity: take ``vel`` (N, 3) and update :math:`x' = x + \phi_v(h) v + \text{mean}_j (x_i - x_j)\phi_x(m_{ij})`.
         residual: :math:`h' = h + \phi_h(\cdot)` when in_channels == out_channels.
+        update_features: False: h passes through (no :math:`\phi_h`; a last layer whose h is not read);
+            needs in_channels == out_channels.
 
     Field types: ``in_channels`` / ``out_channels`` trivial fields of ``group`` (default
     ``epdo.groups.o3(0)``; any group of 3x3 matrices) on :class:`~epdo.graph.PointCloud` (E(3) acts on the positions).
@@ -114,7 +116,7 @@ class EGNNLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, edge_channels: int = 0,
                  update_coords: bool = True, velocity: bool = False, residual: bool = True,
-                 act: type[nn.Module] = nn.SiLU, group=None, device=None, dtype=None):
+                 update_features: bool = True, act: type[nn.Module] = nn.SiLU, group=None, device=None, dtype=None):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("hidden", hidden)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -123,8 +125,13 @@ class EGNNLayer(nn.Module):
         self.in_channels, self.out_channels, self.hidden = in_channels, out_channels, hidden
         self.edge_channels, self.update_coords, self.velocity = int(edge_channels), bool(update_coords), bool(velocity)
         self.residual = bool(residual) and in_channels == out_channels
+        self.update_features = bool(update_features)
+        if not self.update_features and in_channels != out_channels:
+            raise ValueError(f"EGNNLayer(update_features=False) keeps h: needs in_channels == out_channels, got "
+                             f"{in_channels} -> {out_channels}")
         self.edge_mlp = _mlp([2 * in_channels + 1 + self.edge_channels, hidden, hidden], act, fk)
-        self.node_mlp = _mlp([in_channels + hidden, hidden, out_channels], act, fk)
+        if self.update_features:
+            self.node_mlp = _mlp([in_channels + hidden, hidden, out_channels], act, fk)
         if self.update_coords:
             self.coord_mlp = nn.Sequential(_mlp([hidden, hidden, 1], act, fk, last_bias=False, last_gain=1e-3))
         if self.velocity:
@@ -135,15 +142,17 @@ class EGNNLayer(nn.Module):
 
     @staticmethod
     def count_parameters(in_channels: int, out_channels: int, hidden: int = 64, edge_channels: int = 0,
-                         update_coords: bool = True, velocity: bool = False) -> int:
+                         update_coords: bool = True, velocity: bool = False, update_features: bool = True) -> int:
         """The number of parameters (independent formula, layer by layer)."""
-        n = _mlp_params([2 * in_channels + 1 + edge_channels, hidden, hidden]) + _mlp_params([in_channels + hidden, hidden, out_channels])
+        n = _mlp_params([2 * in_channels + 1 + edge_channels, hidden, hidden])
+        n += _mlp_params([in_channels + hidden, hidden, out_channels]) if update_features else 0
         n += _mlp_params([hidden, hidden, 1], last_bias=False) if update_coords else 0
         return n + (_mlp_params([in_channels, hidden, 1]) if velocity else 0)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels} -> {self.out_channels}, hidden={self.hidden}, edge_channels={self.edge_channels}, "
-                f"update_coords={self.update_coords}, velocity={self.velocity}, residual={self.residual}")
+                f"update_coords={self.update_coords}, velocity={self.velocity}, residual={self.residual}"
+                + ("" if self.update_features else ", update_features=False"))
 
     def forward(self, *args, edge_attr: torch.Tensor | None = None, vel: torch.Tensor | None = None):
         h, pos, ei = _signal(self, args, 3)
@@ -165,6 +174,8 @@ class EGNNLayer(nn.Module):
                                      f"{None if vel is None else tuple(vel.shape)}")
                 shift = shift + self.vel_mlp(h) * vel
             pos = pos + shift
+        if not self.update_features:
+            return (h, pos, ei)
         out = self.node_mlp(torch.cat([h, scatter_sum(m, dst, n)], dim=1))
         return (h + out if self.residual else out, pos, ei)
 
@@ -201,11 +212,12 @@ class _GatedTP(nn.Module):
         self.irreps_out = self.gate.irreps_out if gate else tp_out
         even = [s for (m, ir), s in zip(self.tp.irreps_out, self.tp.irreps_out.slices()) if ir == o3.Irrep("0e")]
         self._bias_slices = [(s.start, s.stop) for s in even]
-        self.bias = nn.Parameter(torch.zeros(sum(b - a for a, b in self._bias_slices)))
+        nb = sum(b - a for a, b in self._bias_slices)
+        self.bias = nn.Parameter(torch.zeros(nb)) if nb else None
         self.to(device=device, dtype=default if dtype is None else dtype)
 
     def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
-        dt = self.bias.dtype
+        dt = self.tp.weight.dtype
         with torch.autocast(x.device.type, enabled=False):  # e3nn's contractions need one dtype: the weights'
             y = self.tp(x.to(dt), attr.to(dt))
             if self._bias_slices:
