@@ -1,8 +1,9 @@
 """Message passing on point clouds: speed, and a plain training loop for the N-body models.
 
     python benchmarks/graph.py bench [--repeats 5] [--nodes 100 300 1000 3000 10000]
-        forward+backward per batch of 100 N-body systems for EGNN and SEGNN, the library's layers side by
-        side with the same layers written directly in plain torch / e3nn (ratio = library / direct), and
+        forward+backward per batch of 100 N-body systems for EGNN and SEGNN, the library's models side by
+        side with the same networks written directly in plain torch / e3nn (``EGNNNBodyPlain``,
+        ``SEGNNNBodyPlain``: what epdo.export produces, untraced; ratio = library / direct), and
         time vs number of nodes in one radius graph (fitted exponent); table to stdout, JSON to
         benchmarks/results/graph.json.
     python benchmarks/graph.py train --model egnn-nbody --minutes 30 --seed 0 --log runs/egnn.jsonl
@@ -108,78 +109,14 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-class DirectEGNN(torch.nn.Module):
-    """The EGNN N-body network written directly in plain torch (no epdo): same layers, same weights."""
-
-    def __init__(self, lib: nbody_models.EGNNNBody):
-        super().__init__()
-        self.lib = lib
-
-    def forward(self, pos, vel, charge):
-        b, n = pos.shape[:2]
-        batch = torch.arange(b).repeat_interleave(n)
-        same = batch[:, None] == batch[None, :]
-        same.fill_diagonal_(False)
-        dst, src = same.nonzero(as_tuple=True)
-        x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
-        h = self.lib.embed(v.norm(dim=1, keepdim=True))
-        qq = q[src] * q[dst]
-        deg = torch.zeros(x.shape[0]).index_add_(0, dst, torch.ones(dst.shape[0]))
-        for L in self.lib.layers:
-            rel = x[dst] - x[src]
-            m = L.edge_mlp(torch.cat([h[dst], h[src], (rel * rel).sum(-1, keepdim=True), qq], 1))
-            shift = torch.zeros_like(x).index_add_(0, dst, rel * L.coord_mlp(m)) / deg[:, None]
-            x = x + shift + L.vel_mlp(h) * v
-            h = h + L.node_mlp(torch.cat([h, torch.zeros(h.shape[0], m.shape[1]).index_add_(0, dst, m)], 1))
-        return x.reshape(b, n, 3)
-
-
-class DirectSEGNN(torch.nn.Module):
-    """The SEGNN N-body network with the same e3nn tensor products and gates called directly (no epdo
-    field-type checks, graph helpers or scatter helpers)."""
-
-    def __init__(self, lib: nbody_models.SEGNNNBody):
-        super().__init__()
-        self.lib = lib
-
-    @staticmethod
-    def _tp(mod, x, a):
-        y = mod.tp(x, a)
-        for (s, e), k in zip(mod._bias_slices, [0]):
-            y = torch.cat([y[:, :s], y[:, s:e] + mod.bias[k:k + e - s], y[:, e:]], 1)
-        return mod.gate(y) if mod.gate is not None else y
-
-    def forward(self, pos, vel, charge):
-        from e3nn import o3
-
-        lib = self.lib
-        b, n = pos.shape[:2]
-        batch = torch.arange(b).repeat_interleave(n)
-        same = batch[:, None] == batch[None, :]
-        same.fill_diagonal_(False)
-        dst, src = same.nonzero(as_tuple=True)
-        x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
-        centred = (pos - pos.mean(1, keepdim=True)).reshape(-1, 3)
-        a_e = o3.spherical_harmonics(lib.irreps_attr, x[src] - x[dst], normalize=True, normalization="component")
-        mean_e = torch.zeros(x.shape[0], a_e.shape[1]).index_add_(0, dst, a_e) / (n - 1)
-        y_v = o3.spherical_harmonics(lib.irreps_attr, v, normalize=True, normalization="component")
-        a_n = mean_e + y_v
-        qq = q[src] * q[dst]
-        h = self._tp(lib.embed, torch.cat([centred, v, v.norm(dim=1, keepdim=True)], 1), a_n)
-        d2 = ((x[src] - x[dst]) ** 2).sum(-1, keepdim=True)
-        for L in lib.layers:
-            m = self._tp(L.msg2, self._tp(L.msg1, torch.cat([h[dst], h[src], d2, qq], 1), a_e), a_e)
-            agg = torch.zeros(h.shape[0], m.shape[1]).index_add_(0, dst, m)
-            h = h + self._tp(L.upd2, self._tp(L.upd1, torch.cat([h, agg], 1), a_n), a_n)
-        return (x + self._tp(lib.head, h, a_n)).reshape(b, n, 3)
-
-
 def bench(args) -> None:
     torch.manual_seed(0)
     pos, vel, q = nbody_models.nbody_example_inputs(100, torch.Generator().manual_seed(0))
     rows = []
-    for name, cls, direct in (("egnn-nbody", nbody_models.EGNNNBody, DirectEGNN),
-                              ("segnn-nbody", nbody_models.SEGNNNBody, DirectSEGNN)):
+    # "direct": the same function written in plain torch / calling e3nn's modules directly (the models'
+    # export classes: no field types, input checks or epdo graph helpers), with the same weights
+    for name, cls, direct in (("egnn-nbody", nbody_models.EGNNNBody, nbody_models.EGNNNBodyPlain),
+                              ("segnn-nbody", nbody_models.SEGNNNBody, nbody_models.SEGNNNBodyPlain)):
         lib = cls()
         ref = direct(lib)
         with torch.no_grad():
@@ -189,6 +126,7 @@ def bench(args) -> None:
             m.zero_grad()
             m(pos, vel, q).square().mean().backward()
         t_lib, t_dir = [], []
+        step(lib), step(ref)  # warm-up
         for _ in range(args.repeats):  # interleaved, so that load changes hit both
             t_lib.append(_median_time(lambda: step(lib), 1, 0))
             t_dir.append(_median_time(lambda: step(ref), 1, 0))

@@ -131,6 +131,12 @@ def test_field_types_and_extra_repr():
         SEGNNLayer("1x0e", "1x0e", "2x0e + 1x1o", group=epdo.groups.o3(1))
     with pytest.raises(ValueError, match="positive int"):
         EGNNLayer(0, 3)
+    with pytest.raises(ValueError, match="aggregation must be 'mean' or 'sum', got 'max'"):
+        SEGNNLayer("1x0e", "1x0e", "2x0e", aggregation="max")
+    summed = SEGNNLayer("1x0e + 1x1o", "1x0e + 1x1o", "2x0e + 1x1o", aggregation="sum", dist_scale=2.0,
+                        dtype=torch.float64)
+    assert "aggregation='sum', dist_scale=2" in repr(summed)
+    assert_equivariant(summed, elements=ELEMENTS[:3], size=4, batch=1)
 
 
 def test_bad_input_names_expected_and_received():

@@ -8,8 +8,9 @@ Each system is a fully connected graph of its particles (batched as a disjoint u
   positions (the last layer updates positions only: its features would not be read). E(3)-equivariant (positions, velocities), invariant to permutations.
 - ``segnn-nbody`` (Brandstetter et al. 2022): node features :math:`(x_i - \bar x, v_i, \|v_i\|)` as
   ``2x1o + 1x0e``, l = 1 hidden features, edge attributes :math:`Y^{(\le 2)}(x_j - x_i)`, node attributes
-  their mean plus :math:`Y^{(\le 2)}(v_i)`, edge scalar :math:`q_i q_j`; 4 :class:`~epdo.graph.SEGNNLayer` s;
-  output a ``1x1o`` displacement. O(3)-equivariant.
+  the average of their mean and :math:`Y^{(\le 2)}(v_i)`, edge scalar :math:`q_i q_j`; 4
+  :class:`~epdo.graph.SEGNNLayer` s (mean aggregation, distances over 3); output a ``1x1o`` displacement.
+  O(3)-equivariant.
 - ``ponita-nbody`` (the lifted network; Bekkers et al. 2024): scalar fields on positions x the 12
   icosahedron vertices, embedded from :math:`(o\cdot v_i, \|v_i\|, q_i)`, 4 :class:`~epdo.graph.LiftedConvLayer` s,
   displacement :math:`\frac1O \sum_a w^\top f_{ia}\, o_a`. Exactly equivariant to the icosahedral group
@@ -93,8 +94,11 @@ class SEGNNNBody(nn.Module):
         self.irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
         self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, hidden, False, **fk)
         self.layers = nn.ModuleList(graph.SEGNNLayer(self.embed.irreps_out, self.embed.irreps_out, hidden,
-                                                     lmax_attr=lmax_attr, edge_scalars=1, **fk) for _ in range(layers))
+                                                     lmax_attr=lmax_attr, edge_scalars=1, dist_scale=3.0, **fk)
+                                    for _ in range(layers))
         self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
+        with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
+            self.head.tp.weight.mul_(0.01)
 
     def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         from e3nn import o3
@@ -107,11 +111,10 @@ class SEGNNNBody(nn.Module):
         f = torch.cat([centred, v, v.norm(dim=1, keepdim=True)], dim=1)
         layer0 = self.layers[0]
         a_e = layer0.edge_attributes(x, ei)
-        a_n = graph.layers.scatter_mean(a_e, ei[1], x.shape[0])
-        a_n = a_n + o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization="component")
+        y_v = o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization="component")
+        a_n = (graph.layers.scatter_mean(a_e, ei[1], x.shape[0]) + y_v) / 2  # what each layer uses
         qq = q[ei[0]] * q[ei[1]]
         h = self.embed(f, a_n)
-        y_v = a_n - graph.layers.scatter_mean(a_e, ei[1], x.shape[0])
         for layer in self.layers:
             h, _, _ = layer(h, x, ei, edge_attr=qq, node_attr=y_v)
         return (x + self.head(h, a_n)).reshape(b, n, 3)
@@ -243,13 +246,15 @@ class SEGNNNBodyPlain(nn.Module):
         centred = (pos - pos.mean(1, keepdim=True)).reshape(-1, 3)
         a_e = self.sh(x[src] - x[dst])
         y_v = self.sh(v)
-        a_n = _sum_into(a_e, dst, x) / (n - 1) + y_v
+        a_n = (_sum_into(a_e, dst, x) / (n - 1) + y_v) / 2
         qq = q[src] * q[dst]
         h = _plain_tp(m.embed, torch.cat([centred, v, v.norm(dim=1, keepdim=True)], 1), a_n)
         d2 = ((x[src] - x[dst]) ** 2).sum(-1, keepdim=True)
         for L in m.layers:
-            msg = _plain_tp(L.msg2, _plain_tp(L.msg1, torch.cat([h[dst], h[src], d2, qq], 1), a_e), a_e)
-            h = h + _plain_tp(L.upd2, _plain_tp(L.upd1, torch.cat([h, _sum_into(msg, dst, h)], 1), a_n), a_n)
+            inp = torch.cat([h[dst], h[src], d2 / L.dist_scale**2, qq], 1)
+            msg = _plain_tp(L.msg2, _plain_tp(L.msg1, inp, a_e), a_e)
+            agg = _sum_into(msg, dst, h) / ((n - 1) if L.aggregation == "mean" else 1)
+            h = h + _plain_tp(L.upd2, _plain_tp(L.upd1, torch.cat([h, agg], 1), a_n), a_n)
         return (x + _plain_tp(m.head, h, a_n)).reshape(pos.shape)
 
 
