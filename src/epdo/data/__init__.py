@@ -25,6 +25,7 @@ from .rotate import rotate_images
 # Modules that register datasets (``register_dataset``) when imported; to add a dataset family write
 # src/epdo/data/<module>.py and append one import line here.
 from . import spherical_mnist  # noqa: E402,F401  (spherical-mnist, issue 11)
+from . import nbody  # noqa: E402,F401  (the charged N-body simulation, issue 13)
 
 __all__ = [
     "DATASETS",

@@ -63,6 +63,7 @@ __all__ = [
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "gcnn")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "e2cnn_rows")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "nbody")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")

@@ -37,6 +37,8 @@ GROUPS: Mapping[str, Callable[[], Group]] = {
     "C4": lambda: groups.cyclic(4), "D4": lambda: groups.dihedral(4), "C16": lambda: groups.cyclic(16),
     "D16": lambda: groups.dihedral(16),
     "I": groups.icosahedral,  # the sphere's entries (epdo.sphere): its 60 rotations permute the icosphere
+    # point clouds (epdo.graph, e3nn): continuous groups, checked on the entry's ``elements``
+    "O3": lambda: groups.o3(2), "SO3": lambda: groups.so3(2),
 }
 
 #: checks that run the module's forward (the names an entry's ``xfail`` may use, with "state_dict",
@@ -67,6 +69,8 @@ class ModuleInfo:
         types: optional ``types(G, module) -> (in_type, out_type)`` for modules without ``in_type``.
         xfail: ``{check name: (reason, exception type)}`` of checks expected to fail on today's code (a
             missing feature); the check must raise that exception.
+        elements: optional ``elements(G) -> tuple`` of the elements the exact checks use (continuous groups
+            such as O(3); default: all elements of the finite group).
     """
 
     name: str
@@ -82,6 +86,11 @@ class ModuleInfo:
     needs_cpp: bool = False
     types: Callable | None = None
     xfail: Mapping[str, tuple[str, type[BaseException]]] = field(default_factory=dict)
+    elements: Callable[[Group], tuple] | None = None
+
+    def test_elements(self, G: Group) -> tuple:
+        """The elements of the exact checks: ``elements(G)``, else all of the finite group G."""
+        return tuple(self.elements(G)) if self.elements is not None else tuple(G.elements)
 
     def make(self, G: Group, dtype: torch.dtype = torch.float64, device=None) -> torch.nn.Module:
         """The module for group G with parameters in ``dtype`` (factory kwargs, or ``.to`` without them)."""
@@ -356,6 +365,34 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
                non_grid={22.5: 0.33, 45.0: 0.45}),
     # 0.0174 / 0.0176, 0.0171 / 0.0174, 0.0194 / 0.0195 (D16)
     ModuleInfo("steerable_conv_groups", _steerable_groups, non_grid_group="D16", non_grid={22.5: 0.03, 45.0: 0.03}),
+)
+
+
+# --- point clouds (epdo.graph) ---
+
+def _graph():
+    from .. import graph
+
+    return graph
+
+
+def _o3_elements(G: Group) -> tuple:
+    """Four Haar-random rotations (O(3): rotation-inversions among them) and, for O(3), the inversion."""
+    return G.sample_elements(4, seed=1) + ((G.inversion,) if G.parity else ())
+
+
+def _segnn(G, **fk):
+    return _graph().SEGNNLayer("2x0e + 1x1o", "2x0e + 1x1o", "4x0e + 2x1o + 1x2e", lmax_attr=2, group=G, **fk)
+
+
+MODULE_DB += (
+    ModuleInfo("egnn_layer", lambda G, **fk: _graph().EGNNLayer(3, 3, hidden=8, group=G, **fk), groups=("O3",),
+               size=5, elements=_o3_elements),
+    ModuleInfo("egnn_layer_static", lambda G, **fk: _graph().EGNNLayer(3, 4, hidden=8, update_coords=False, group=G, **fk),
+               groups=("O3",), size=5, elements=_o3_elements),
+    ModuleInfo("segnn_layer", _segnn, groups=("SO3", "O3"), size=5, elements=_o3_elements),
+    ModuleInfo("lifted_conv_layer", lambda G, **fk: _graph().LiftedConvLayer(3, hidden=8, group=G, **fk),
+               groups=("O3",), size=4, elements=_o3_elements),
 )
 
 
