@@ -60,7 +60,7 @@ __all__ = [
 # @register_model(paper_params=..., paper=..., train=TrainDefaults(...)), then append "<module>"
 # here. Every registered model is then built, run and gradient-checked by
 # tests/models/test_registry.py and listed by `epdo models`.
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "resnet")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")

@@ -269,6 +269,13 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
     ModuleInfo("ring_group_pool", lambda G: _nn().GroupPool(_perm(G, _RING)), factory_kwargs=False),
     ModuleInfo("ring_restrict_to_rotations", lambda G: _nn().RestrictToRotations(_perm(G, _RING)), groups=("D4",),
                factory_kwargs=False),
+    # --- imagenet (ResNet-26 layers) ---
+    # stride 2 on an odd size keeps a grid that the 90-degree rotations map to itself: exact on the grid; the
+    # non-grid error is the resampling's, as for max_pool
+    ModuleInfo("pdoconv_stride2", _pdoconv(stride=2)),
+    # permutation fields only: the pooled-mean path without the dense projector; 1e-16 (eval: affine per field)
+    ModuleInfo("field_batchnorm_permutation", lambda G, **fk: _nn().FieldBatchNorm(_perm(G), **fk), stochastic=True,
+               non_grid={22.5: 1e-12, 45.0: 1e-12}),
 )
 
 
