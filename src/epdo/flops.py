@@ -99,15 +99,28 @@ EPDO_FLOP_FORMULAS = {
 
 @dataclass(frozen=True)
 class FlopCount:
-    """``total`` FLOPs of one call and ``by_op`` (op name -> FLOPs); ``per_sample`` = total / batch."""
+    """``total`` FLOPs of one call, of which ``weights`` are weight expansions (epdo's basis expansions
+    :class:`~epdo.nn.HomExpansion` etc.: once per call, not per sample), and ``by_op`` (op name -> FLOPs).
+    ``per_sample`` = (total - weights) / batch: the figure papers report per image."""
 
     total: int
     batch: int
+    weights: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
 
     @property
     def per_sample(self) -> float:
-        return self.total / max(self.batch, 1)
+        return (self.total - self.weights) / max(self.batch, 1)
+
+
+def _expansion_flops(model: nn.Module, counts: dict[str, dict]) -> int:
+    """FLOPs inside the outermost weight-expansion modules of ``model`` (FlopCounterMode's per-module counts)."""
+    from .nn import FieldBias, HomExpansion, RotatedPDOExpansion
+
+    root = type(model).__name__
+    names = [n for n, m in model.named_modules() if isinstance(m, (HomExpansion, RotatedPDOExpansion, FieldBias))]
+    outer = [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+    return sum(sum(counts.get(f"{root}.{n}", {}).values()) for n in outer)
 
 
 @torch.library.custom_op("epdo_flops::generated_pdo_product", mutates_args=(),
@@ -144,7 +157,8 @@ def _counted_neural_epdo():
 
 
 def count_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCount:
-    """FLOPs of one eval-mode call ``model(*inputs)`` (see the module docstring for the convention).
+    """FLOPs of one eval-mode call ``model(*inputs)`` (see the module docstring for the convention); the weight
+    expansions that run on every call (e.g. :class:`~epdo.nn.PointwiseLinear`'s) are counted apart in ``weights``.
 
     ``model`` is put in eval mode for the count and back in its mode afterwards; its parameters are not changed.
 
@@ -167,5 +181,7 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCount:
                 model(*inputs)
     finally:
         model.train(was_training)
-    by_op = {str(op): int(v) for op, v in counter.get_flop_counts()["Global"].items()}
-    return FlopCount(total=int(counter.get_total_flops()), batch=batch, by_op=by_op)
+    counts = counter.get_flop_counts()
+    by_op = {str(op): int(v) for op, v in counts["Global"].items()}
+    return FlopCount(total=int(counter.get_total_flops()), batch=batch, weights=_expansion_flops(model, counts),
+                     by_op=by_op)
