@@ -81,7 +81,7 @@ def _torch_backend(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _randomize(model: nn.Module, x: torch.Tensor) -> nn.Module:
+def _randomize(model: nn.Module, *x: torch.Tensor) -> nn.Module:
     """Batch-norm statistics of one train-mode batch (realistic scales), then perturbed running statistics,
     affine weights and every bias, so that no exported term is trivial. Returns the model in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, (enn.FieldBatchNorm, nn.modules.batchnorm._BatchNorm))]
@@ -89,7 +89,7 @@ def _randomize(model: nn.Module, x: torch.Tensor) -> nn.Module:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: after one batch, the batch statistics
     if norms:
-        model.train()(x)
+        model.train()(*x)
     for m in norms:
         m.running_mean.add_(0.1 * torch.randn_like(m.running_mean))
         m.running_var.mul_(torch.empty_like(m.running_var).uniform_(0.8, 1.25))
@@ -177,14 +177,15 @@ def test_batch_size_and_image_size_are_not_baked_in():
 @pytest.mark.parametrize("name", models.list())
 def test_registered_model(name):
     torch.manual_seed(4)
+    info = models.get_model_info(name)
     model = _torch_backend(models.create(name))
-    model = _randomize(model, torch.rand(2, 1, 28, 28))
+    model = _randomize(model, *info.example_inputs(2, generator=torch.Generator().manual_seed(0)))
     exported = export(model)
     _assert_plain(exported)
-    x = torch.rand(1, 1, 28, 28)
+    x = info.example_inputs(1, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ref = model(x)
-        y = exported(x)
+        ref = model(*x)
+        y = exported(*x)
     assert y.shape == ref.shape
     assert _rel_err(y, ref) <= 1e-5, (name, _rel_err(y, ref))
 

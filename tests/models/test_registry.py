@@ -126,9 +126,10 @@ def test_model_forward_and_gradients(name):
     torch.manual_seed(0)
     model = models.create(name)
     model.train()
-    x = torch.rand(2, *info.input_shape)
-    out = model(x)
-    assert out.shape == (2, info.num_classes), f"{name}: output {tuple(out.shape)}"
+    x = info.example_inputs(2, generator=torch.Generator().manual_seed(0))
+    out = model(*x)
+    if info.task == "classification":
+        assert out.shape == (2, info.num_classes), f"{name}: output {tuple(out.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite output"
     # a random linear functional of the logits (a plain sum is blind behind batch norm)
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
@@ -138,7 +139,7 @@ def test_model_forward_and_gradients(name):
             assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient of {pname}"
     model.eval()
     with torch.no_grad():
-        assert torch.isfinite(model(x)).all(), f"{name}: non-finite output in eval mode"
+        assert torch.isfinite(model(*x)).all(), f"{name}: non-finite output in eval mode"
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

@@ -25,11 +25,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from epdo._io import atomic_write_bytes
 from epdo._machine import cpu_model, neural_epdo_kernel
+
+from .tasks import Task, get_task
 
 logger = logging.getLogger("epdo.cli")
 
@@ -320,33 +321,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # data
 
 
-def load_split(name: str, split: str, data_dir: str | None, cache_dir: str | None, data_seed: int):
+def load_split(name: str, split: str, data_dir: str | None, cache_dir: str | None, data_seed: int, **options):
     """``epdo.data.get_dataset`` with its value errors turned into one-line user errors."""
     from epdo.data import get_dataset
 
     try:
-        return get_dataset(name, split, data_dir=data_dir, cache_dir=cache_dir, seed=data_seed)
+        return get_dataset(name, split, data_dir=data_dir, cache_dir=cache_dir, seed=data_seed, **options)
     except FileNotFoundError:
         raise
     except ValueError as e:
         raise CLIError(str(e)) from None
 
 
+def dataset_arrays(ds, limit: int | None = None) -> tuple[torch.Tensor, ...]:
+    """The in-memory tensors of a dataset in item order (inputs..., target), optionally the first ``limit``.
+
+    Uses ``ds.tensors`` (the registry's contract), else stacks the items. Floating tensors become float32,
+    integer ones int64.
+    """
+    if limit is not None and limit < 1:
+        raise CLIError(f"limits must be positive, got {limit}")
+    tensors = getattr(ds, "tensors", None)
+    if tensors is None:
+        n = len(ds) if limit is None else min(limit, len(ds))
+        items = [tuple(ds[i]) for i in range(n)]
+        if not items:
+            raise CLIError(f"dataset {getattr(ds, 'name', type(ds).__name__)} is empty")
+        tensors = tuple(torch.stack([torch.as_tensor(it[k]) for it in items]) for k in range(len(items[0])))
+    out = []
+    for t in tensors:
+        t = torch.as_tensor(t)
+        t = t.to(torch.float32) if t.is_floating_point() else t.to(torch.int64)
+        out.append(t[:limit] if limit is not None else t)
+    return tuple(out)
+
+
 def dataset_tensors(ds, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images float32 (N, C, H, W), labels int64 (N,))`` of a dataset, optionally the first ``limit``."""
-    images = getattr(ds, "images", None)
-    labels = getattr(ds, "labels", None)
-    if images is None or labels is None:
-        pairs = [ds[i] for i in range(len(ds) if limit is None else min(limit, len(ds)))]
-        images = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-        labels = torch.tensor([int(p[1]) for p in pairs])
-    images = torch.as_tensor(images).to(torch.float32)
-    labels = torch.as_tensor(labels).to(torch.int64)
-    if limit is not None:
-        if limit < 1:
-            raise CLIError(f"limits must be positive, got {limit}")
-        images, labels = images[:limit], labels[:limit]
-    return images, labels
+    """``(images float32 (N, C, H, W), labels int64 (N,))`` of an image classification dataset."""
+    arrays = dataset_arrays(ds, limit)
+    if len(arrays) != 2:
+        raise CLIError(f"expected a dataset of (image, label) items, got items of {len(arrays)} tensors")
+    return arrays[0], arrays[1]
 
 
 def dataset_label(name: str, ds) -> dict[str, Any]:
@@ -361,17 +376,19 @@ def dataset_label(name: str, ds) -> dict[str, Any]:
 
 
 class IndexedBatches(torch.utils.data.Dataset):
-    """Fetches a whole batch from in-memory tensors: ``ds[list_of_indices] -> (x, y, idx)``."""
+    """Fetches a whole batch from in-memory tensors: ``ds[list_of_indices] -> (*tensors[idx], idx)``."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"IndexedBatches: tensors of one length expected, got {[tuple(t.shape) for t in tensors]}")
+        self.tensors = tensors
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.tensors[0])
 
     def __getitem__(self, idx):
         idx = torch.as_tensor(idx, dtype=torch.int64)
-        return self.images[idx], self.labels[idx], idx
+        return (*(t[idx] for t in self.tensors), idx)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,51 +406,58 @@ def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", ena
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    target: torch.Tensor,
     device: torch.device,
     ctx: DistContext | None = None,
     batch_size: int = 500,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool | None = False,
     desc: str = "evaluate",
+    task: Task | None = None,
 ) -> tuple[float, float, int]:
-    """``(mean cross-entropy, error in %, n)`` of ``model`` (switched to eval mode).
+    """``(mean loss, metric, n)`` of ``model`` (switched to eval mode) on ``model(*inputs) ~ target``.
 
-    ``transform`` (e.g. a rotation) is applied to each batch on the CPU, before it moves to ``device``.
+    ``inputs``: one tensor (images) or a sequence of tensors with the samples on the first axis; ``task``:
+    the :class:`~epdo.cli.tasks.Task` (default classification: cross-entropy, error in %). ``transform``
+    (e.g. a rotation) is applied to the first input of each batch on the CPU, before it moves to ``device``.
     With a distributed ``ctx`` each rank takes the samples ``rank::world_size`` and the sums are
     all-reduced, so the result equals the single-process one (up to float summation order).
-    ``progress``: a bar over the images on stderr (``None``: when stderr is a terminal).
+    ``progress``: a bar over the samples on stderr (``None``: when stderr is a terminal).
     """
+    task = task or get_task("classification")
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     was_training = model.training
     model.eval()
-    idx = torch.arange(len(labels))
+    idx = torch.arange(len(target))
     if ctx is not None and ctx.distributed:
         idx = idx[ctx.rank :: ctx.world_size]
     loss_sum = torch.zeros((), dtype=torch.float64)
-    wrong = torch.zeros((), dtype=torch.int64)
-    bar = progress_bar(total=len(idx), desc=desc, enabled=progress, unit="img")
+    metric_sum = torch.zeros((), dtype=torch.float64)
+    count = 0
+    bar = progress_bar(total=len(idx), desc=desc, enabled=progress, unit="sample")
     for k in range(0, len(idx), batch_size):
         b = idx[k : k + batch_size]
-        x = images[b]
+        xs = [t[b] for t in inputs]
         if transform is not None:
-            x = transform(x)
-        x = x.to(device, non_blocking=True)
-        y = labels[b].to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
-        wrong += (logits.argmax(dim=1) != y).sum().cpu()
+            xs[0] = transform(xs[0])
+        xs = [x.to(device, non_blocking=True) for x in xs]
+        y = target[b].to(device, non_blocking=True)
+        ls, ms, c = task.batch_sums(model(*xs), y)
+        loss_sum += ls
+        metric_sum += ms
+        count += c
         bar.update(len(b))
     bar.close()
     model.train(was_training)
     if ctx is not None:
-        loss_total, wrong_total, n = ctx.all_reduce_sum([loss_sum, wrong, len(idx)])
+        loss_total, metric_total, count, n = ctx.all_reduce_sum([loss_sum, metric_sum, count, len(idx)])
     else:
-        loss_total, wrong_total, n = float(loss_sum), float(wrong), len(idx)
-    n = int(round(n))
-    if n == 0:
+        loss_total, metric_total, n = float(loss_sum), float(metric_sum), len(idx)
+    n, count = int(round(n)), int(round(count))
+    if n == 0 or count == 0:
         raise CLIError("cannot evaluate on an empty dataset")
-    return loss_total / n, 100.0 * wrong_total / n, n
+    return loss_total / count, task.scale * metric_total / count, n
 
 
 def rotation(angle_deg: float | torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

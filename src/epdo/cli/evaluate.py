@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 import epdo.models as models
-from epdo.data import DATASETS, SPLITS
+from epdo.data import DATASETS, SPLITS, dataset_spec
 from epdo.data.perturb import SCENARIOS, apply_scenario
 
 from .common import (
     CLIError,
     dataset_label,
-    dataset_tensors,
+    dataset_arrays,
     default_run_dir,
     evaluate,
     load_split,
@@ -35,6 +35,7 @@ from .common import (
     save_figure,
     write_json,
 )
+from .tasks import get_task
 
 logger = logging.getLogger("epdo.cli.evaluate")
 
@@ -42,6 +43,7 @@ logger = logging.getLogger("epdo.cli.evaluate")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt, last.pt)")
     p.add_argument("--data", choices=DATASETS, help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--setting", help="the dataset's setting (default: the checkpoint's), e.g. spherical-mnist N/R")
     p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default test)")
     p.add_argument("--rotations", type=int, metavar="K", help="also evaluate with inputs rotated by K angles in [0, 360)")
     p.add_argument("--scenario", choices=SCENARIOS, help="perturb the inputs (epdo.data.perturb.apply_scenario)")
@@ -74,27 +76,41 @@ def run(args: argparse.Namespace) -> int:
     if data is None:
         raise CLIError(f"{ckpt_path} does not record its dataset; pass --data")
     data_seed = args.data_seed if args.data_seed is not None else int(cfg.get("data_seed", 0))
-    ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed)
-    images, labels = dataset_tensors(ds, args.limit)
+    setting = args.setting if args.setting is not None else (cfg.get("setting") if data == cfg.get("data") else None)
+    try:
+        task = get_task(dataset_spec(data).task)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if (args.rotations is not None or args.scenario is not None) and task.name != "classification":
+        raise CLIError(f"--rotations / --scenario perturb images of classification data; {data} is a {task.name} dataset")
+    ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed,
+                    **({} if setting is None else {"setting": setting}))
+    *inputs, labels = dataset_arrays(ds, args.limit)
+    if (args.rotations is not None or args.scenario is not None) and (len(inputs) != 1 or inputs[0].dim() != 4):
+        raise CLIError(f"--rotations / --scenario need image inputs (B, C, H, W); {data} gives "
+                       f"{[tuple(t.shape) for t in inputs]}")
+    images = inputs[0]
     label = dataset_label(data, ds)["label"]
     passes = 1 + (args.rotations or 0) + (args.draws if args.scenario else 0)
     logger.info("evaluating %s on %s (%s, %s images; %s)", ckpt["model"], label, args.split, f"{len(labels):,}",
                 "1 pass" if passes == 1 else f"{passes} passes")
 
-    loss, err, n = evaluate(model, images, labels, device, batch_size=args.batch_size, progress=args.progress,
-                            desc=args.split)
+    loss, err, n = evaluate(model, inputs, labels, device, batch_size=args.batch_size, progress=args.progress,
+                            desc=args.split, task=task)
     result: dict[str, Any] = {
         "checkpoint": str(ckpt_path),
         "model": ckpt["model"],
         "model_kwargs": ckpt["model_kwargs"],
         "epoch": ckpt.get("epoch"),
         "dataset": dataset_label(data, ds),
+        "setting": setting,
         "split": args.split,
         "n": n,
-        "error": err,
+        task.metric: err,
         "loss": loss,
     }
-    print(f"{ckpt['model']} on {label} ({args.split}, n={n:,}): error {err:.2f}%  loss {loss:.4f}", flush=True)
+    print(f"{ckpt['model']} on {label} ({args.split}, n={n:,}): {task.metric} {task.format(err)}  loss {loss:.4f}",
+          flush=True)
     dest = Path(args.out) if args.out else default_run_dir("evaluate", ckpt["model"])
     stem = f"eval-{data}-{args.split}"
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import epdo.models as models
-from epdo.data import DATASETS
+from epdo.data import DATASETS, dataset_spec
 from epdo.models.registry import TrainDefaults, _epdo_version, load_state, read_checkpoint, save_checkpoint
 from epdo.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 
+from .tasks import get_task
 from .common import (
     DEFAULT_DIST_TIMEOUT_S,
     CLIError,
@@ -37,7 +37,7 @@ from .common import (
     append_jsonl,
     build_model,
     dataset_label,
-    dataset_tensors,
+    dataset_arrays,
     evaluate,
     format_count,
     is_collective_error,
@@ -68,7 +68,7 @@ FAIL_AFTER_EPOCH_ENV = "EPDO_FAIL_AFTER_EPOCH"
 
 # options whose value must not change when resuming (None: not given on the command line)
 _RECIPE_OPTIONS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "augment_rotation")
-_RUN_OPTIONS = ("model", "data", "data_seed", "seed", "limit_train", "limit_eval")
+_RUN_OPTIONS = ("model", "data", "setting", "data_seed", "seed", "limit_train", "limit_eval")
 
 
 class SimulatedFailure(RuntimeError):
@@ -79,6 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="registered model name (see `epdo models`)")
     p.add_argument("--model-kw", action="append", metavar="KEY=VALUE", help="model keyword argument (repeatable; Python literal)")
     p.add_argument("--data", choices=DATASETS, help="dataset (default rotmnist-replica)")
+    p.add_argument("--setting", help="the dataset's setting, for datasets that have one (e.g. spherical-mnist N/R)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, results.json)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the model's paper recipe)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over processes (default: recipe)")
@@ -115,7 +116,7 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
         cfg = dict(ckpt["config"])
         recipe = dict(cfg["train"])
         for k, v in given.items():
-            old = recipe[k] if k in _RECIPE_OPTIONS else cfg[k]
+            old = recipe[k] if k in _RECIPE_OPTIONS else cfg.get(k)
             if v is not None and v != old:
                 raise CLIError(f"{last_path}: --{k.replace('_', '-')} {v} differs from the checkpoint's {old!r}; "
                                "resume with the same settings or use another --out")
@@ -138,6 +139,7 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
         "model": args.model,
         "model_kwargs": kw or {},
         "data": args.data or "rotmnist-replica",
+        "setting": args.setting,
         "data_seed": 0 if args.data_seed is None else args.data_seed,
         "seed": 0 if args.seed is None else args.seed,
         "limit_train": args.limit_train,
@@ -145,6 +147,23 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
         "epochs": recipe.epochs,
         "train": recipe.as_dict(),
     }
+
+
+def data_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dataset keyword options of a run configuration (``--setting``)."""
+    return {} if cfg.get("setting") is None else {"setting": cfg["setting"]}
+
+
+def _check_task(data: str, info) -> Any:
+    """The dataset's :class:`~epdo.cli.tasks.Task`, after checking that the model is made for it."""
+    try:
+        spec = dataset_spec(data)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    model_task = getattr(info, "task", "classification")
+    if model_task != spec.task:
+        raise CLIError(f"model {info.name} is a {model_task} model, dataset {data} is a {spec.task} dataset")
+    return get_task(spec.task)
 
 
 def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -223,11 +242,15 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     # best checkpoint); everything seeded (the data sets draw from their own seeded generators)
     seed_everything(cfg["seed"])
     model = build_model(cfg["model"], cfg["model_kwargs"])
+    task = _check_task(cfg["data"], info)
     data_args = (args.data_dir, args.cache_dir, cfg["data_seed"])
-    train_ds = load_split(cfg["data"], "train", *data_args)
-    valid_ds = load_split(cfg["data"], "valid", *data_args)
-    x_train, y_train = dataset_tensors(train_ds, cfg["limit_train"])
-    x_valid, y_valid = dataset_tensors(valid_ds, cfg["limit_eval"])
+    data_kw = data_options(cfg)
+    train_ds = load_split(cfg["data"], "train", *data_args, **data_kw)
+    valid_ds = load_split(cfg["data"], "valid", *data_args, **data_kw)
+    *x_train, y_train = dataset_arrays(train_ds, cfg["limit_train"])
+    *x_valid, y_valid = dataset_arrays(valid_ds, cfg["limit_eval"])
+    if recipe.augment_rotation and x_train[0].dim() != 4:
+        raise CLIError(f"rotation augmentation needs image inputs (B, C, H, W); {cfg['data']} gives {tuple(x_train[0].shape)}")
     n_params = models.count_parameters(model)
     model.to(ctx.device)
     net: nn.Module = model
@@ -246,7 +269,7 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         say.attach(out / "train.log")
     ctx.barrier()
     history: list[dict[str, Any]] = []
-    start_epoch, best = 0, {"epoch": None, "valid_error": float("inf")}
+    start_epoch, best = 0, {"epoch": None, f"valid_{task.metric}": float("inf")}
     train_time = 0.0
     resumed_at: list[int] = []
     if ckpt is not None:
@@ -274,10 +297,10 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     )
 
     sampler = torch.utils.data.DistributedSampler(
-        IndexedBatches(x_train, y_train), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg["seed"], drop_last=False
+        IndexedBatches(*x_train, y_train), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg["seed"], drop_last=False
     )
     loader = torch.utils.data.DataLoader(
-        IndexedBatches(x_train, y_train),
+        IndexedBatches(*x_train, y_train),
         sampler=torch.utils.data.BatchSampler(sampler, recipe.batch_size // ctx.world_size, drop_last=False),
         batch_size=None,
         num_workers=args.num_workers,
@@ -294,48 +317,47 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         sampler.set_epoch(epoch)
         angles = _augment_angles(cfg["seed"], epoch, len(y_train)) if recipe.augment_rotation else None
         loss_sum = torch.zeros((), dtype=torch.float64)
-        wrong = torch.zeros((), dtype=torch.int64)
-        seen = 0
+        metric_sum = torch.zeros((), dtype=torch.float64)
+        count = 0
         bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{epochs}", enabled=bars, unit="batch")
-        for step, (x, y, idx) in enumerate(bar):
+        for step, (*xs, y, idx) in enumerate(bar):
             ctx.heartbeat(f"epoch {epoch + 1}, step {step + 1}")
             if angles is not None:
-                x = rotation(angles[idx])(x)
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
+                xs[0] = rotation(angles[idx])(xs[0])
+            xs = [x.to(ctx.device, non_blocking=True) for x in xs]
+            y = y.to(ctx.device, non_blocking=True)
+            output = net(*xs)
+            loss = task.loss(output, y)
             if not torch.isfinite(loss):
                 raise CLIError(f"training diverged: non-finite loss at epoch {epoch + 1}, step {step + 1}; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach().double().cpu() * len(y)
-            wrong += (logits.detach().argmax(1) != y).sum().cpu()
-            seen += len(y)
+            ls, ms, c = task.batch_sums(output.detach(), y)
+            loss_sum += ls
+            metric_sum += ms
+            count += c
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{lr:.3g}")
+                bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}", lr=f"{lr:.3g}")
         bar.close()
         scheduler.step()
         ctx.heartbeat(f"epoch {epoch + 1}, validation")
-        tr_loss, tr_wrong, tr_n = ctx.all_reduce_sum([loss_sum, wrong, seen])
+        tr_loss, tr_metric, tr_count = ctx.all_reduce_sum([loss_sum, metric_sum, count])
         ctx.broadcast_buffers(model)  # evaluate every rank with rank 0's batch-norm statistics
         va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size,
-                                      progress=bars, desc=f"validate {epoch + 1}/{epochs}")
+                                      progress=bars, desc=f"validate {epoch + 1}/{epochs}", task=task)
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": tr_loss / tr_n,
-            "train_acc": 100.0 * (1.0 - tr_wrong / tr_n),
-            "valid_loss": va_loss,
-            "valid_error": va_err,
-            "epoch_time_s": epoch_time,
-        }
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": tr_loss / tr_count}
+        if task.name == "classification":
+            row["train_acc"] = 100.0 * (1.0 - tr_metric / tr_count)
+        else:
+            row[f"train_{task.metric}"] = task.scale * tr_metric / tr_count
+        row.update({"valid_loss": va_loss, f"valid_{task.metric}": va_err, "epoch_time_s": epoch_time})
         history.append(row)
-        improved = va_err < best["valid_error"]
+        improved = va_err < best[f"valid_{task.metric}"]
         if improved:
-            best = {"epoch": epoch + 1, "valid_error": va_err}
+            best = {"epoch": epoch + 1, f"valid_{task.metric}": va_err}
         if ctx.is_main:
             state = dict(
                 config=cfg, epoch=epoch + 1, metrics=row, history=history, best=best, train_time_s=train_time,
@@ -345,9 +367,12 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
                 save_checkpoint(best_path, model, **state)
             save_checkpoint(last_path, model, **state)
             append_jsonl(metrics_path, row)
+        train_part = (f"acc {row['train_acc']:.2f}%" if task.name == "classification"
+                      else f"{task.metric} {task.format(row[f'train_{task.metric}'])}")
         say(
-            f"epoch {epoch + 1}/{epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
-            f"valid loss {va_loss:.4f} error {va_err:.2f}%{'  *best*' if improved else ''}  ({epoch_time:.1f}s)"
+            f"epoch {epoch + 1}/{epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f} {train_part}  "
+            f"valid loss {va_loss:.4f} {task.metric} {task.format(va_err)}{'  *best*' if improved else ''}  "
+            f"({epoch_time:.1f}s)"
         )
         ctx.heartbeat(f"epoch {epoch + 1}, end")
         ctx.barrier()
@@ -357,12 +382,15 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     # test error of the best checkpoint (by validation error)
     ctx.heartbeat("test")
     ctx.barrier()
-    test_ds = load_split(cfg["data"], "test", *data_args)
-    x_test, y_test = dataset_tensors(test_ds, cfg["limit_eval"])
+    test_ds = load_split(cfg["data"], "test", *data_args, **data_kw)
+    *x_test, y_test = dataset_arrays(test_ds, cfg["limit_eval"])
     best_ckpt = read_checkpoint(best_path)
     load_state(model, best_ckpt, best_path, expected_model=cfg["model"])
-    te_loss, te_err, te_n = evaluate(model, x_test, y_test, ctx.device, ctx, args.eval_batch_size, progress=bars, desc="test")
-    say(f"test error {te_err:.2f}% (best epoch {best['epoch']}, valid error {best['valid_error']:.2f}%, n={te_n:,})")
+    te_loss, te_err, te_n = evaluate(model, x_test, y_test, ctx.device, ctx, args.eval_batch_size, progress=bars,
+                                     desc="test", task=task)
+    m = task.metric
+    say(f"test {m} {task.format(te_err)} (best epoch {best['epoch']}, valid {m} {task.format(best[f'valid_{m}'])}, "
+        f"n={te_n:,})")
     if ctx.is_main:
         argv = getattr(args, "argv", None)
         results = {
@@ -382,8 +410,10 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
             "epochs": epochs,
             "train": cfg["train"],
             "best_epoch": best["epoch"],
-            "best_valid_error": best["valid_error"],
-            "test_error": te_err,
+            "task": task.name,
+            "setting": cfg.get("setting"),
+            f"best_valid_{m}": best[f"valid_{m}"],
+            f"test_{m}": te_err,
             "test_loss": te_loss,
             "final": history[-1] if history else None,
             "wall_time_s": train_time,
@@ -394,14 +424,16 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
             "deterministic": True,
         }
         write_json(out / "results.json", results)
-        _plot_curves(history, out / "curves.png", f"{cfg['model']} on {results['dataset']['label']}", results["command"])
+        _plot_curves(history, out / "curves.png", f"{cfg['model']} on {results['dataset']['label']}", results["command"],
+                     task=task)
         logger.info("wrote %s", out / "results.json")
     return 0
 
 
-def _plot_curves(history: list[dict], path: Path, title: str, command: str | None = None) -> None:
-    """Loss and error per epoch, train and valid, with markers (a 1-epoch run shows points), integer epoch ticks
-    and linear axes (error in % from 0)."""
+def _plot_curves(history: list[dict], path: Path, title: str, command: str | None = None, task=None) -> None:
+    """Loss and metric (error in %, or MSE) per epoch, train and valid, with markers (a 1-epoch run shows points),
+    integer epoch ticks and linear axes from 0."""
+    task = task or get_task("classification")
     if not history:
         return
     fig = new_figure(ncols=2, height=3.8)
@@ -412,11 +444,18 @@ def _plot_curves(history: list[dict], path: Path, title: str, command: str | Non
     ax_loss, ax_err = fig.axes
     ep = [h["epoch"] for h in history]
     style = dict(marker="o", ms=4)
-    series = {
-        ax_loss: ([h["train_loss"] for h in history], [h["valid_loss"] for h in history], "cross-entropy loss", "loss"),
-        ax_err: ([100.0 - h["train_acc"] for h in history], [h["valid_error"] for h in history], "error (%)",
-                 "classification error"),
-    }
+    if task.name == "classification":
+        series = {
+            ax_loss: ([h["train_loss"] for h in history], [h["valid_loss"] for h in history], "cross-entropy loss", "loss"),
+            ax_err: ([100.0 - h["train_acc"] for h in history], [h["valid_error"] for h in history], "error (%)",
+                     "classification error"),
+        }
+    else:
+        series = {
+            ax_loss: ([h["train_loss"] for h in history], [h["valid_loss"] for h in history], "loss", "loss"),
+            ax_err: ([h[f"train_{task.metric}"] for h in history], [h[f"valid_{task.metric}"] for h in history],
+                     task.metric.upper(), task.metric.upper()),
+        }
     lo, hi = min(ep), max(ep)
     for ax, (train, valid, ylabel, name) in series.items():
         ax.plot(ep, train, label="train", **style)

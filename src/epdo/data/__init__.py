@@ -6,22 +6,31 @@ Entry point::
     from epdo.data import get_dataset, DATASETS
     ds = get_dataset("rotmnist-replica", "train")   # ds[i] -> (float32 (1, 28, 28) in [0, 1], int64 label)
 
-Every data set carries ``.name``, ``.split`` and ``.is_replica`` (and ``.description``), so that
+Every dataset is registered (:func:`register_dataset`, :class:`DatasetSpec`); its items are tuples whose
+last element is the target and whose others are the model's inputs (``model(*item[:-1])``). Every data set carries ``.name``, ``.split`` and ``.is_replica`` (and ``.description``), so that
 results obtained on a replica can say so. Depends on numpy and torch only.
 """
 
 from __future__ import annotations
 
 from .amat import ROTMNIST_ZIP_MD5_REPORTED, load_rotmnist, read_amat
-from .datasets import DATASETS, SPLITS, ImageDataset, get_dataset, load_sample
+from .datasets import SPLITS, ImageDataset, get_dataset, load_sample
 from .errors import ChecksumError, DataError, DataFormatError, DataNotFoundError
 from .idx import FASHION_MNIST_FILES, MNIST_FILES, read_idx, write_idx
 from .paths import resolve_cache_dir, resolve_mnist_dir
 from .replica import load_replica, make_replica, replica_plan
+from .registry import DATASETS, TASKS, DatasetSpec, dataset_spec, register_dataset
 from .rotate import rotate_images
+
+# Modules that register datasets (``register_dataset``) when imported; to add a dataset family write
+# src/epdo/data/<module>.py and append one import line here.
 
 __all__ = [
     "DATASETS",
+    "TASKS",
+    "DatasetSpec",
+    "register_dataset",
+    "dataset_spec",
     "SPLITS",
     "ImageDataset",
     "get_dataset",

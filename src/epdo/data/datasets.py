@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from .amat import ROTMNIST_ROWS, load_rotmnist
 from .errors import DataFormatError, DataNotFoundError
 from .idx import FASHION_MNIST_FILES, MNIST_FILES, load_idx_dataset
+from .registry import DATASETS, DatasetSpec, dataset_spec, register_dataset
 from .paths import (
     DATA_DIR_HINT,
     FASHION_MNIST_DEFAULT_DIR,
@@ -25,6 +26,9 @@ from .replica import REPLICA_VERSION, load_replica
 
 __all__ = [
     "DATASETS",
+    "DatasetSpec",
+    "register_dataset",
+    "dataset_spec",
     "SPLITS",
     "ImageDataset",
     "get_dataset",
@@ -36,7 +40,6 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-DATASETS: tuple[str, ...] = ("rotmnist-replica", "rotmnist", "mnist", "fashion-mnist", "sample")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 #: The embedded sample is the prefix (2,000 train / 1,000 test) of the seed-0 replica.
@@ -107,6 +110,11 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self.labels[index]
 
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)``: the in-memory arrays in item order (the registry's item contract)."""
+        return self.images, self.labels
+
     def __repr__(self) -> str:
         return (
             f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
@@ -175,6 +183,39 @@ def get_dataset(
     data_dir: PathLike | None = None,
     cache_dir: PathLike | None = None,
     seed: int = 0,
+    **options,
+) -> Dataset:
+    """Load data set ``name`` (one of :data:`DATASETS`), split ``split`` (one of :data:`SPLITS`).
+
+    Any registered dataset (:func:`epdo.data.register_dataset`): ``options`` are the keyword options its
+    :class:`~epdo.data.DatasetSpec` declares (others are refused by name). The built-in image data sets:
+
+    * ``rotmnist-replica``: MNIST-rot replica generated from MNIST (``data_dir`` = MNIST directory,
+      default ``$EPDO_MNIST_DIR`` / ``../shared/data/mnist``), cached in ``cache_dir`` (default
+      ``$EPDO_CACHE`` or ``~/.cache/epdo``); ``seed`` picks the replica; options ``n_train``/``n_test``
+      take prefixes, ``verify``. Splits 10,000 train / 2,000 valid / 50,000 test.
+    * ``rotmnist``: the real archive (``data_dir`` or ``$EPDO_ROTMNIST_DIR``: the zip or its directory);
+      option ``expected_sha256`` (or ``$EPDO_ROTMNIST_SHA256``) checks the zip; ``transpose`` swaps image
+      axes; ``expected_rows`` the files' row counts (default 12,000 train+valid / 50,000 test; ``None``: any).
+    * ``mnist`` (55,000 / 5,000 / 10,000) and ``fashion-mnist`` (50,000 / 10,000 / 10,000; default
+      directory ``/usr/share/datasets/fashion-mnist``); option ``verify`` checks the files' checksums.
+    * ``sample``: the embedded 2,000 / 1,000 sample (1,600 train / 400 valid / 1,000 test); needs no files.
+
+    ``valid`` is always the end of the training data, never test data. ``seed`` only affects generated data.
+    """
+    spec = dataset_spec(name)
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    spec.check_options(options)
+    return spec.load(split, data_dir=data_dir, cache_dir=cache_dir, seed=seed, **options)
+
+
+def _load_builtin(
+    name: str,
+    split: str,
+    data_dir: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    seed: int = 0,
     *,
     n_train: int | None = None,
     n_test: int | None = None,
@@ -183,25 +224,6 @@ def get_dataset(
     transpose: bool = False,
     expected_rows: dict[str, int] | None = ROTMNIST_ROWS,
 ) -> ImageDataset:
-    """Load data set ``name`` (one of :data:`DATASETS`), split ``split`` (one of :data:`SPLITS`).
-
-    * ``rotmnist-replica``: MNIST-rot replica generated from MNIST (``data_dir`` = MNIST directory,
-      default ``$EPDO_MNIST_DIR`` / ``../shared/data/mnist``), cached in ``cache_dir`` (default
-      ``$EPDO_CACHE`` or ``~/.cache/epdo``); ``seed`` picks the replica; ``n_train``/``n_test`` take
-      prefixes. Splits 10,000 train / 2,000 valid / 50,000 test.
-    * ``rotmnist``: the real archive (``data_dir`` or ``$EPDO_ROTMNIST_DIR``: the zip or its directory);
-      ``expected_sha256`` (or ``$EPDO_ROTMNIST_SHA256``) checks the zip; ``transpose`` swaps image axes;
-      ``expected_rows`` the files' row counts (default 12,000 train+valid / 50,000 test; ``None``: any).
-    * ``mnist`` (55,000 / 5,000 / 10,000) and ``fashion-mnist`` (50,000 / 10,000 / 10,000; default
-      directory ``/usr/share/datasets/fashion-mnist``); ``verify`` checks the files' checksums.
-    * ``sample``: the embedded 2,000 / 1,000 sample (1,600 train / 400 valid / 1,000 test); needs no files.
-
-    ``valid`` is always the end of the training data, never test data. ``seed`` only affects the replica.
-    """
-    if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    if not isinstance(split, str) or split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     keys: tuple[str, ...] = ("images", "labels")
 
     if name == "rotmnist-replica":
@@ -261,3 +283,18 @@ def get_dataset(
     part = _pick(arrays, name, split, keys)
     desc = f"{name}: {label} from {Path(directory)}, {split} split"
     return ImageDataset(part["images"], part["labels"], name=name, split=split, is_replica=False, description=desc)
+
+
+def _builtin(name: str, options: tuple[str, ...], description: str) -> None:
+    def load(split: str, *, data_dir=None, cache_dir=None, seed: int = 0, **kw) -> ImageDataset:
+        return _load_builtin(name, split, data_dir, cache_dir, seed, **kw)
+
+    load.__name__ = load.__qualname__ = f"load_{name.replace('-', '_')}"
+    register_dataset(DatasetSpec(name=name, load=load, task="classification", options=options, description=description))
+
+
+_builtin("rotmnist-replica", ("n_train", "n_test", "verify"), "MNIST-rot replica generated from MNIST (seeded)")
+_builtin("rotmnist", ("expected_sha256", "transpose", "expected_rows"), "MNIST-rot (Larochelle et al. 2007) archive")
+_builtin("mnist", ("verify",), "MNIST (IDX files, checksummed)")
+_builtin("fashion-mnist", ("verify",), "Fashion-MNIST (IDX files, checksummed)")
+_builtin("sample", (), "embedded 2,000 / 1,000 sample of the MNIST-rot replica")

@@ -141,6 +141,10 @@ class ModelInfo:
     ``paper_params`` is the parameter count the paper reports (``None`` if it gives none),
     ``paper`` the paper/table/row it comes from, ``paper_error`` the reported test error (text, in %).
     ``input_shape`` is the per-sample input shape (images in [0, 1]); ``num_classes`` the logits width.
+    ``inputs`` names the input contract (``"image"``, float images in [0, 1] of shape
+    ``(B, *input_shape)``; ``"sphere"``, signals ``(B, *input_shape)`` on a mesh; ``"nbody"``,
+    ``model(pos, vel, charge)``; ...), ``task`` what the output is (``"classification"``: logits,
+    ``"regression"``: values), and :meth:`example_inputs` a batch to call the model with.
     """
 
     name: str
@@ -152,6 +156,17 @@ class ModelInfo:
     input_shape: tuple[int, ...] = (1, 28, 28)
     num_classes: int = 10
     description: str = ""
+    inputs: str = "image"
+    task: str = "classification"
+    example_inputs_fn: Callable[..., tuple[torch.Tensor, ...]] | None = None
+
+    def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None,
+                       dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+        """A batch of valid inputs, ``model(*info.example_inputs(...))``: the registered ``example_inputs``
+        function, else ``(torch.rand(batch, *input_shape),)``."""
+        if self.example_inputs_fn is not None:
+            return tuple(self.example_inputs_fn(batch=batch, generator=generator, dtype=dtype))
+        return (torch.rand(batch, *self.input_shape, generator=generator, dtype=dtype),)
 
 
 class UnknownModelError(ValueError, KeyError):
@@ -178,6 +193,9 @@ def register_model(
     train: TrainDefaults | None = None,
     input_shape: tuple[int, ...] = (1, 28, 28),
     num_classes: int = 10,
+    inputs: str = "image",
+    task: str = "classification",
+    example_inputs: Callable[..., tuple[torch.Tensor, ...]] | None = None,
 ):
     """Register a model builder ``fn(**kwargs) -> nn.Module`` under ``name``.
 
@@ -197,6 +215,10 @@ def register_model(
         key = name if name is not None else getattr(f, "__name__", "").replace("_", "-")
         if not isinstance(key, str) or not key or key == "<lambda>" or any(c.isspace() for c in key):
             raise ValueError(f"register_model: invalid model name {key!r} (a lambda needs name=...)")
+        if task not in ("classification", "regression"):
+            raise ValueError(f"register_model {key!r}: task must be 'classification' or 'regression', got {task!r}")
+        if example_inputs is not None and not callable(example_inputs):
+            raise TypeError(f"register_model {key!r}: example_inputs must be callable, got {example_inputs!r}")
         old = _REGISTRY.get(key)
         if old is not None:  # any other builder, also a closure or lambda of the same qualified name
             where = f"{getattr(old.builder, '__module__', '?')}.{getattr(old.builder, '__qualname__', repr(old.builder))}"
@@ -212,6 +234,9 @@ def register_model(
             input_shape=tuple(int(s) for s in input_shape),
             num_classes=int(num_classes),
             description=doc[0] if doc else "",
+            inputs=str(inputs),
+            task=str(task),
+            example_inputs_fn=example_inputs,
         )
         return f
 
