@@ -53,3 +53,4 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_mnist_dir",
 ]
+from . import imagefolder  # noqa: E402,F401  (registers imagefolder, imagenet, imagenet100)
