@@ -63,6 +63,11 @@ def test_training_lowers_the_loss_and_writes_metrics(cli, folder, tmp_path):
     assert [s["step"] for s in steps] == list(range(1, 10)) and steps[0]["lr"] < steps[1]["lr"]  # warmup
     res = json.loads((out / "results.json").read_text())
     assert res["steps"] == 9 and res["stream"]["label_smoothing"] == 0.1 and 0 <= res["test_error"] <= 100
+    # epdo evaluate streams the folder too and finds the best epoch's validation error again
+    assert cli("-q", "evaluate", "--checkpoint", out / "best.pt", "--data-dir", folder, "--split", "valid",
+               "--num-workers", "2", "--out", tmp_path / "ev") == 0
+    ev = json.loads((tmp_path / "ev" / "eval-imagefolder-valid.json").read_text())
+    assert ev["n"] == 24 and ev["error"] == pytest.approx(res["best_valid_error"], abs=1e-9)
 
 
 def test_resume_mid_epoch_is_bit_exact(cli, folder, tmp_path, monkeypatch):
