@@ -182,10 +182,10 @@ def to_graph_module(root: nn.Module, name: str) -> fx.GraphModule:
     return gm.train(root.training)
 
 
-def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0) -> nn.Conv2d:
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None, padding: int = 0, stride: int = 1) -> nn.Conv2d:
     """An ``nn.Conv2d`` holding copies of ``weight`` (C_out, C_in, k, k) and ``bias``."""
     c_out, c_in, k, _ = weight.shape
-    conv = nn.Conv2d(c_in, c_out, k, padding=padding, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    conv = nn.Conv2d(c_in, c_out, k, padding=padding, stride=stride, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
         if bias is not None:
@@ -408,7 +408,7 @@ def _register_builtins() -> None:
     def _pdoconv(m):
         with torch.no_grad():
             w, b = m.filter_and_bias()
-        return _conv(w, b, m.padding)
+        return _conv(w, b, m.padding, m.stride)
 
     @register_exporter(enn.PointwiseLinear)
     def _pointwise(m):
@@ -421,7 +421,7 @@ def _register_builtins() -> None:
         with torch.no_grad():
             idx = m._field_index
             rm = m.running_mean
-            mean = m._proj @ rm if m.centre else torch.zeros_like(rm)
+            mean = m.project_mean(rm) if m.centre else torch.zeros_like(rm)
             bn = nn.BatchNorm2d(m.in_type.size, eps=m.eps, affine=True, device=rm.device, dtype=rm.dtype)
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(m.running_var[idx])

@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=int, help="dataset seed (default: the checkpoint's, else 0)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr (default: when stderr is a terminal)")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="DataLoader workers for streaming datasets (image folders, shards; default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--rotations / --scenario perturb images of classification data; {data} is a {task.name} dataset")
     ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed,
                     **({} if setting is None else {"setting": setting}))
+    if getattr(ds, "tensors", None) is None:  # a streaming dataset (image folders, shards)
+        return _evaluate_stream(args, ckpt, ckpt_path, model, ds, data, setting, task, device)
     *inputs, labels = dataset_arrays(ds, args.limit)
     if (args.rotations is not None or args.scenario is not None) and (len(inputs) != 1 or inputs[0].dim() != 4):
         raise CLIError(f"--rotations / --scenario need image inputs (B, C, H, W); {data} gives "
@@ -186,6 +190,31 @@ def _plot_partial_subsets(rows: list[dict], path: Path, title: str) -> None:
     ax.axvline(0, color="gray", lw=0.8)
     ax.grid(alpha=0.3, axis="x")
     save_figure(fig, path)
+
+
+def _evaluate_stream(args, ckpt, ckpt_path: Path, model, ds, data: str, setting, task, device) -> int:
+    """The error of ``model`` on a streaming dataset, read by DataLoader workers (``--num-workers``)."""
+    from . import stream
+    from .common import DistContext
+
+    if args.rotations is not None or args.scenario is not None:
+        raise CLIError(f"--rotations / --scenario are implemented for in-memory datasets, not for {data}")
+    s = dict(ckpt.get("config", {}).get("stream") or {"amp": None, "channels_last": False})
+    if s.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    loss, err, n = stream._evaluate(model, ds, {}, DistContext(device=device), s, args.num_workers, args.batch_size,
+                                    task, args.limit)
+    label = dataset_label(data, ds)["label"]
+    print(f"{ckpt['model']} on {label} ({args.split}, n={n:,}): {task.metric} {task.format(err)}  loss {loss:.4f}",
+          flush=True)
+    dest = Path(args.out) if args.out else default_run_dir("evaluate", ckpt["model"])
+    out_dir(dest)
+    path = dest / f"eval-{data}-{args.split}.json"
+    write_json(path, {"checkpoint": str(ckpt_path), "model": ckpt["model"], "model_kwargs": ckpt["model_kwargs"],
+                      "epoch": ckpt.get("epoch"), "dataset": dataset_label(data, ds), "setting": setting,
+                      "split": args.split, "n": n, task.metric: err, "loss": loss})
+    print(f"wrote {path}")
+    return 0
 
 
 def _plot_rotations(angles: list[float], acc: list[float], path: Path, title: str, num_classes: int = 10) -> None:

@@ -43,7 +43,17 @@ def _models(args: argparse.Namespace) -> int:
         if args.recipes:
             t = info.train
             row[4:] = [t.optimizer, f"{t.lr:g}", t.schedule, str(t.epochs), str(t.batch_size)]
+        elif args.flops:
+            row[4:] = _flops_cells(name, info, args.size)
         rows.append(row)
+    if args.flops and not args.recipes:
+        print(format_table(["model", "params", "paper params", "ratio", "input", "GFLOPs"], rows, max_width=100))
+        print()
+        print(textwrap.fill(
+            "GFLOPs: FLOPs of one eval-mode forward per input (2 per multiply-add; convolutions, matrix products and "
+            "epdo's Neural ePDO product counted by epdo.flops; batch norm, activations and the once-per-batch "
+            "weight expansions not counted).", 100))
+        return 0
     if args.recipes:
         header = ["model", "params", "paper params", "ratio", "optimizer", "lr", "schedule", "epochs", "batch"]
     else:
@@ -57,6 +67,33 @@ def _models(args: argparse.Namespace) -> int:
             "He 2023: He et al., Neural ePDOs (ICLR 2023); Lagrave 2021: Lagrave & Riou, EqPdeNet (see the "
             "README's References). Training recipes: epdo models --recipes.", 100))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _flops_cells(name: str, info, size: int | None) -> list[str]:
+    """``[input shape, GFLOPs]`` of one sample of ``name`` (its ``input_shape``, or ``size`` x ``size``)."""
+    import torch
+
+    import epdo.models as models
+    from epdo.flops import count_flops
+
+    shape = tuple(info.input_shape)
+    if size is not None:
+        if len(shape) != 3:
+            raise CLIError(f"--size needs image models (C, H, W); {name} takes inputs of shape {shape}")
+        shape = (shape[0], size, size)
+    torch.manual_seed(0)
+    flops = count_flops(models.create(name), torch.rand(1, *shape))
+    return ["x".join(str(s) for s in shape), f"{flops.per_sample / 1e9:.3f}"]
 
 
 #: how ``epdo models`` abbreviates the papers (the README's References give the full titles)
@@ -142,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_models.__doc__, formatter_class=HelpFormatter)
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*cnn*'")
     p.add_argument("--recipes", action="store_true", help="show the training recipes instead of the papers' errors")
+    p.add_argument("--flops", action="store_true",
+                   help="show FLOPs per input (epdo.flops) instead of the papers' errors; e.g. 'res26*' --size 224")
+    p.add_argument("--size", type=_positive_int, default=None,
+                   help="with --flops: square image size H = W (default: each model's input_shape)")
     p.set_defaults(func=_models)
 
     p = sub.add_parser("build-ext", help="compile NeuralEPDO's optional fused C++ kernel (used automatically afterwards)",

@@ -27,6 +27,7 @@ from epdo.data import DATASETS, dataset_spec
 from epdo.models.registry import TrainDefaults, _epdo_version, load_state, read_checkpoint, save_checkpoint
 from epdo.optim import OPTIMIZERS, SCHEDULES, build_optimizer
 
+from . import stream
 from .tasks import get_task
 from .common import (
     DEFAULT_DIST_TIMEOUT_S,
@@ -102,6 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist-timeout", type=float, default=DEFAULT_DIST_TIMEOUT_S, metavar="SECONDS",
                    help=f"under torchrun: how long a process waits for its peers before it stops and names the rank "
                         f"that stalled (default {DEFAULT_DIST_TIMEOUT_S:g})")
+    stream.add_arguments(p)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +248,14 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     data_args = (args.data_dir, args.cache_dir, cfg["data_seed"])
     data_kw = data_options(cfg)
     train_ds = load_split(cfg["data"], "train", *data_args, **data_kw)
+    if getattr(train_ds, "tensors", None) is None:  # a streaming dataset (image folders, shards): epdo.cli.stream
+        cfg["stream"] = stream.stream_settings(args, ckpt)
+        return stream.train(args, ctx, cfg, ckpt, model, task, train_ds,
+                            lambda split: load_split(cfg["data"], split, *data_args, **data_kw), say, t_session)
+    given = [k for k in stream.STREAM_OPTIONS if getattr(args, k, None) is not None]
+    if given:
+        raise CLIError(f"--{given[0].replace('_', '-')} is implemented for streaming datasets (imagefolder, imagenet, "
+                       f"imagenet100), not for the in-memory dataset {cfg['data']}")
     valid_ds = load_split(cfg["data"], "valid", *data_args, **data_kw)
     *x_train, y_train = dataset_arrays(train_ds, cfg["limit_train"])
     *x_valid, y_valid = dataset_arrays(valid_ds, cfg["limit_eval"])

@@ -56,3 +56,4 @@ __all__ = [
     "resolve_mnist_dir",
 ]
 from . import cifar, mnist6  # noqa: E402,F401  (registers mnist6-180, mnist6-m, cifar10, cifar100 with the dataset registry)
+from . import imagefolder  # noqa: E402,F401  (registers imagefolder, imagenet, imagenet100)

@@ -64,6 +64,7 @@ _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "gcnn")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "e2cnn_rows")
 _MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "nbody")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "resnet")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")

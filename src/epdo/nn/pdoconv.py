@@ -56,13 +56,13 @@ def _basis_filter_norms(rho_in: Representation, rho_out: Representation, order: 
 
 def _alpha_major_permutation(in_type: FieldType, n_alpha: int) -> np.ndarray:
     """Column order taking W's per-field (alpha, c) blocks to a global (alpha, channel) order."""
-    perm = np.empty(n_alpha * in_type.size, dtype=np.int64)
+    size = in_type.size
+    perm = np.empty(n_alpha * size, dtype=np.int64)
     offset = 0
     for sl in in_type.slices():
         d = sl.stop - sl.start
         for a in range(n_alpha):
-            for c in range(d):
-                perm[a * in_type.size + sl.start + c] = offset + a * d + c
+            perm[a * size + sl.start: a * size + sl.stop] = offset + a * d + np.arange(d)
         offset += n_alpha * d
     return perm
 
@@ -101,8 +101,12 @@ class PDOConv(PDOLayerBase):
             for the others by :class:`~epdo.nn.expansion.RotatedPDOExpansion`; regular output fields of
             C_N / D_N). Both span the same space.
         padding: zero padding, a non-negative int (default ``kernel_size // 2``, same size output).
+        stride: a positive int; the output keeps every ``stride``-th position (``conv2d``'s stride). With
+            ``stride`` > 1 the kept grid is symmetric under 90-degree rotations only if ``H + 2 padding - k`` is
+            a multiple of ``stride`` (e.g. odd ``H`` for stride 2, same padding).
 
-    Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H', W')`` with ``H' = H + 2 padding - k + 1``.
+    Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H', W')`` with
+    ``H' = (H + 2 padding - k) // stride + 1``.
 
     Where no gradient to the weights is needed (``torch.no_grad``, inference mode, frozen weights) in eval
     mode, the expanded filter is cached; the cache is not part of ``state_dict`` and is rebuilt after
@@ -118,11 +122,12 @@ class PDOConv(PDOLayerBase):
 
     def __init__(self, in_type: FieldType, out_type: FieldType, order: int = 4, kernel_size: int | None = None,
                  discretization: str | Discretization = "fd", sigma: float | None = None, bias: bool = True,
-                 basis: str = "steerable", padding: int | None = None, device=None, dtype=None):
+                 basis: str = "steerable", padding: int | None = None, stride: int = 1, device=None, dtype=None):
         super().__init__(in_type, out_type, order, kernel_size, discretization, sigma, device, dtype)
         if basis not in ("steerable", "pdo_econv"):
             raise ValueError(f"PDOConv: unknown basis {basis!r}; expected 'steerable' or 'pdo_econv'")
         self.padding = self.kernel_size // 2 if padding is None else check_int(padding, "padding", "PDOConv", 0)
+        self.stride = check_int(stride, "stride", "PDOConv", 1)
         order, n_alpha, fk = self.order, self.n_alpha, self._fk
         self.basis = basis
         if basis == "steerable":
@@ -177,7 +182,7 @@ class PDOConv(PDOLayerBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         weight, bias = self.cast_like(x, *self.filter_and_bias())  # autocast: conv2d picks the compute dtype
-        return F.conv2d(x, weight, bias, padding=self.padding)
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     @torch.no_grad()
     def export(self) -> nn.Conv2d:
@@ -185,7 +190,7 @@ class PDOConv(PDOLayerBase):
         weight = self._expand_filter()
         bias = None if self.bias_term is None else self.bias_term()
         conv = nn.Conv2d(self.in_type.size, self.out_type.size, self.kernel_size, padding=self.padding,
-                         bias=bias is not None, device=weight.device, dtype=weight.dtype)
+                         stride=self.stride, bias=bias is not None, device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)
@@ -195,6 +200,8 @@ class PDOConv(PDOLayerBase):
         s = super().extra_repr()
         if self.padding != self.kernel_size // 2:
             s += f", padding={self.padding}"
+        if self.stride != 1:
+            s += f", stride={self.stride}"
         if self.bias_term is None:
             s += ", bias=False"
         return s + ("" if self.basis == "steerable" else f", basis={self.basis!r}")

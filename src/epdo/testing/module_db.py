@@ -393,6 +393,13 @@ MODULE_DB += (
     ModuleInfo("segnn_layer", _segnn, groups=("SO3", "O3"), size=5, elements=_o3_elements),
     ModuleInfo("lifted_conv_layer", lambda G, **fk: _graph().LiftedConvLayer(3, hidden=8, group=G, **fk),
                groups=("O3",), size=4, elements=_o3_elements),
+    # --- imagenet (ResNet-26 layers) ---
+    # stride 2 on an odd size keeps a grid that the 90-degree rotations map to itself: exact on the grid; the
+    # non-grid error is the resampling's, as for max_pool
+    ModuleInfo("pdoconv_stride2", _pdoconv(stride=2)),
+    # permutation fields only: the pooled-mean path without the dense projector; 1e-16 (eval: affine per field)
+    ModuleInfo("field_batchnorm_permutation", lambda G, **fk: _nn().FieldBatchNorm(_perm(G), **fk), stochastic=True,
+               non_grid={22.5: 1e-12, 45.0: 1e-12}),
 )
 
 

@@ -1,0 +1,192 @@
+"""``epdo train`` on a streaming image folder (epdo.cli.stream) and ``epdo models --flops``: training lowers the
+loss, bit-exact mid-epoch resume on the CPU, two gloo ranks equal one process with the same global batch
+(``--accumulate 2``: the same micro-batches), a killed rank ends the run within a bounded time, unreadable images
+skipped and counted, bf16 / fp16 autocast with channels_last, and the clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("PIL", reason="the image pipeline decodes with Pillow (pip install 'epdo[images]')")
+
+from epdo.cli.stream import FAIL_AFTER_STEP_ENV, SimulatedStepFailure, global_batch_parts  # noqa: E402
+from epdo.data.imagefolder import write_synthetic_folder  # noqa: E402
+
+from .conftest import read_jsonl  # noqa: E402
+
+MODEL = ["--model", "res26", "--model-kw", "widths=(4,4,4,4)", "--model-kw", "stem_width=4",
+         "--model-kw", "num_classes=3"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_synthetic_folder(tmp_path_factory.mktemp("folder"), classes=3, per_class=8, size=(36, 36))
+
+
+def _args(folder, out, *extra):
+    return [*MODEL, "--data", "imagefolder", "--data-dir", str(folder), "--setting", "augment-33", "--out", str(out),
+            "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "8", "--seed", "0", "--log-every", "1", *extra]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT", FAIL_AFTER_STEP_ENV)}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_global_batches_split_into_equal_parts():
+    plan = global_batch_parts(10, 4, 2, seed=0, epoch=0)
+    assert len(plan) == 2 and all(len(p) == 2 for b in plan for p in b)
+    flat = [i for b in plan for p in b for i in p]
+    assert len(set(flat)) == 8  # the incomplete last batch is dropped, nothing repeats
+    assert plan == global_batch_parts(10, 4, 2, seed=0, epoch=0) != global_batch_parts(10, 4, 2, seed=0, epoch=1)
+
+
+def test_training_lowers_the_loss_and_writes_metrics(cli, folder, tmp_path):
+    out = tmp_path / "run"
+    assert cli("-q", "train", *_args(folder, out, "--epochs", "3", "--warmup-epochs", "0.5", "--num-workers", "2",
+                                     "--label-smoothing", "0.1")) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["images_per_s"] > 0 for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    steps = read_jsonl(out / "steps.jsonl")
+    assert [s["step"] for s in steps] == list(range(1, 10)) and steps[0]["lr"] < steps[1]["lr"]  # warmup
+    res = json.loads((out / "results.json").read_text())
+    assert res["steps"] == 9 and res["stream"]["label_smoothing"] == 0.1 and 0 <= res["test_error"] <= 100
+    # epdo evaluate streams the folder too and finds the best epoch's validation error again
+    assert cli("-q", "evaluate", "--checkpoint", out / "best.pt", "--data-dir", folder, "--split", "valid",
+               "--num-workers", "2", "--out", tmp_path / "ev") == 0
+    ev = json.loads((tmp_path / "ev" / "eval-imagefolder-valid.json").read_text())
+    assert ev["n"] == 24 and ev["error"] == pytest.approx(res["best_valid_error"], abs=1e-9)
+
+
+def test_resume_mid_epoch_is_bit_exact(cli, folder, tmp_path, monkeypatch):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    extra = ("--epochs", "2", "--checkpoint-every", "1")
+    assert cli("-q", "train", *_args(folder, full, *extra)) == 0
+    monkeypatch.setenv(FAIL_AFTER_STEP_ENV, "4")  # epoch 2, after its first of 3 steps
+    with pytest.raises(SimulatedStepFailure):
+        cli("-q", "train", *_args(folder, cut, *extra))
+    monkeypatch.delenv(FAIL_AFTER_STEP_ENV)
+    ck = torch.load(cut / "last.pt", weights_only=True)
+    assert ck["step"] == 4 and ck["epoch"] == 1 and ck["batch_in_epoch"] == 1
+    assert cli("-q", "train", *_args(folder, cut, *extra), "--resume") == 0
+    a = torch.load(full / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut / "last.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = read_jsonl(full / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
+    assert [r["valid_loss"] for r in ra] == [r["valid_loss"] for r in rb]
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(cli, folder, tmp_path):
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "epdo", "-q", "train", *_args(folder, ddp, "--epochs", "2")],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert cli("-q", "train", *_args(folder, single, "--epochs", "2", "--accumulate", "2")) == 0
+    a, b = read_jsonl(ddp / "metrics.jsonl"), read_jsonl(single / "metrics.jsonl")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+        assert ra["train_acc"] == pytest.approx(rb["train_acc"], abs=1e-9)
+    wa = torch.load(ddp / "last.pt", weights_only=True)["state_dict"]
+    wb = torch.load(single / "last.pt", weights_only=True)["state_dict"]
+    for k in wb:  # running statistics differ (rank 0 sees half of the micro-batches); the weights do not
+        if not any(s in k for s in ("running_", "num_batches")):
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    assert json.loads((ddp / "results.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank processes through /proc")
+def test_a_killed_rank_ends_the_run_within_bounded_time(folder, tmp_path):
+    from .test_cli_ddp import _children, _rank_of
+
+    out = tmp_path / "ddp"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "epdo", "-q", "train", *_args(folder, out, "--epochs", "200"),
+                             "--dist-timeout", "6"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    ranks: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "steps.jsonl").exists() and (out / "steps.jsonl").read_text().count("\n") >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        ranks = {r: p for p in _children(proc.pid) if (r := _rank_of(p)) is not None}
+        assert set(ranks) == {0, 1}, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        waited = time.monotonic() - t0
+    finally:
+        for p in ranks.values():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0 and waited < 60, (proc.returncode, waited)
+    # rank 0's own one-line report, or torchrun's naming the killed rank (it tears the group down)
+    named = "epdo train: error: rank 0:" in err or ("rank: 1" in err and "Signal 9" in err)
+    assert named, err[-3000:]
+
+
+def test_unreadable_images_are_skipped_and_counted(cli, folder, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    (bad / "train" / "c0" / "0.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*c0/0\.jpg"):
+        assert cli("-q", "train", *_args(bad, out, "--epochs", "1")) == 0
+    row = read_jsonl(out / "metrics.jsonl")[0]
+    assert row["skipped_images"] == 1  # 24 images, 3 full batches of 8: every file is read once
+    assert [s["skipped_images"] for s in read_jsonl(out / "steps.jsonl")][-1] == 1
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_autocast_and_channels_last_run_on_cpu(cli, folder, tmp_path, amp):
+    out = tmp_path / amp
+    assert cli("-q", "train", *_args(folder, out, "--epochs", "1", "--amp", amp, "--channels-last")) == 0
+    row = read_jsonl(out / "metrics.jsonl")[0]
+    assert torch.isfinite(torch.tensor(row["train_loss"])) and row["train_loss"] < 5
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["scaler"] if amp == "fp16" else True
+
+
+def test_clear_errors(cli, folder, tmp_path, capsys):
+    assert cli("-q", "train", *_args(folder, tmp_path / "a", "--epochs", "1", "--accumulate", "3")) == 2
+    assert "--batch-size 8 is not divisible by 1 process x --accumulate 3 = 3" in capsys.readouterr().err
+    assert cli("-q", "train", *_args(folder, tmp_path / "b", "--epochs", "1", "--sync-bn")) == 2
+    assert "--sync-bn needs CUDA" in capsys.readouterr().err
+    assert cli("-q", "train", "--model", "tiny-cnn", "--data", "sample", "--limit-train", "64", "--epochs", "1",
+               "--amp", "bf16", "--out", tmp_path / "c") == 2
+    assert "--amp is implemented for streaming datasets" in capsys.readouterr().err
+    eq = ["--model", "res26-spdo-fd", "--model-kw", "width_factor=0.1", "--model-kw", "num_classes=3"]
+    args = _args(folder, tmp_path / "d", "--epochs", "1", "--sync-bn")
+    args[: len(MODEL)] = eq
+    assert cli("-q", "train", *args) == 2
+    assert "FieldBatchNorm has no synchronised version" in capsys.readouterr().err
+
+
+def test_models_flops_table(cli, capsys):
+    assert cli("models", "--flops", "res26", "--size", "64") == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header[-2:] == ["input", "GFLOPs"]
+    row = next(line for line in out.splitlines() if line.startswith("res26 "))
+    assert "3x64x64" in row and "13,696,552" in row
