@@ -26,6 +26,8 @@ from .rotate import rotate_images
 # src/epdo/data/<module>.py and append one import line here.
 from . import spherical_mnist  # noqa: E402,F401  (spherical-mnist, issue 11)
 from . import nbody  # noqa: E402,F401  (the charged N-body simulation, issue 13)
+from . import cifar, mnist6  # noqa: E402,F401  (registers mnist6-180, mnist6-m, cifar10, cifar100 with the dataset registry)
+from . import imagefolder  # noqa: E402,F401  (registers imagefolder, imagenet, imagenet100)
 
 __all__ = [
     "DATASETS",
@@ -55,5 +57,3 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_mnist_dir",
 ]
-from . import cifar, mnist6  # noqa: E402,F401  (registers mnist6-180, mnist6-m, cifar10, cifar100 with the dataset registry)
-from . import imagefolder  # noqa: E402,F401  (registers imagefolder, imagenet, imagenet100)

@@ -60,11 +60,7 @@ __all__ = [
 # @register_model(paper_params=..., paper=..., train=TrainDefaults(...)), then append "<module>"
 # here. Every registered model is then built, run and gradient-checked by
 # tests/models/test_registry.py and listed by `epdo models`.
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere")
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "gcnn")
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "e2cnn_rows")
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "nbody")
-_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "resnet")
+_MODEL_MODULES = ("cnn", "eqpdenet", "mnist_rot", "sphere", "gcnn", "e2cnn_rows", "nbody", "resnet")
 
 for _module in _MODEL_MODULES:
     _importlib.import_module(f"{__name__}.{_module}")
