@@ -274,5 +274,5 @@ def test_help_has_no_rest_markup(cli, capsys):
 
 def test_bad_choice_exits_2(cli):
     with pytest.raises(SystemExit) as ei:
-        cli("train", "--model", "tiny-cnn", "--data", "imagenet", "--out", "x")
+        cli("train", "--model", "tiny-cnn", "--data", "not-a-dataset", "--out", "x")
     assert ei.value.code == 2
