@@ -178,7 +178,7 @@ def test_batch_size_and_image_size_are_not_baked_in():
 def test_registered_model(name):
     torch.manual_seed(4)
     info = models.get_model_info(name)
-    model = _torch_backend(models.create(name))
+    model = _torch_backend(models.create(name, **info.test_kwargs))
     model = _randomize(model, *info.example_inputs(2, generator=torch.Generator().manual_seed(0)))
     exported = export(model)
     _assert_plain(exported)

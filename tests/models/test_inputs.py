@@ -23,7 +23,7 @@ def built():
             torch.manual_seed(0)
             # the contract is the model's, not the kernel's: the pure-torch product where there is a choice
             kw = {"backend": "torch"} if name.startswith("neural-epdo") else {}
-            cache[name] = models.create(name, **kw).eval()
+            cache[name] = models.create(name, **kw, **models.get_model_info(name).test_kwargs).eval()
         return cache[name]
 
     return get

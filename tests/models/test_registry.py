@@ -124,7 +124,7 @@ def test_registered_models_declare_metadata():
 def test_model_forward_and_gradients(name):
     info = models.get_model_info(name)
     torch.manual_seed(0)
-    model = models.create(name)
+    model = models.create(name, **info.test_kwargs)
     model.train()
     x = info.example_inputs(2, generator=torch.Generator().manual_seed(0))
     out = model(*x)

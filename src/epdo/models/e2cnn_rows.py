@@ -197,7 +197,8 @@ class E2MnistNet(MnistRotNet):
 def _entry(name: str, row: str, note: str):
     params, error = PAPER_E2CNN[name]
     return register_model(name=name, paper_params=params, paper_error=error, train=E2CNN_RECIPE,
-                          paper=f"He et al. (ICLR 2023), Table 2, {row} (Weiler & Cesa 2019); {note}")
+                          paper=f"He et al. (ICLR 2023), Table 2, {row} (Weiler & Cesa 2019); {note}",
+                          test_kwargs=dict(width=0.125))  # the generic tests: an eighth of the fields
 
 
 def _build(defaults: dict[str, Any], kwargs: dict[str, Any]) -> E2MnistNet:

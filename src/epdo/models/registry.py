@@ -159,6 +159,15 @@ class ModelInfo:
     inputs: str = "image"
     task: str = "classification"
     example_inputs_fn: Callable[..., tuple[torch.Tensor, ...]] | None = None
+    test_kwargs_items: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def test_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a reduced build (fewer / narrower layers, the same layer types and input
+        contract) that the generic model tests use for models too large to build, run, export and
+        checkpoint in CI at full size; ``{}``: the full model. The full size is checked by the family's own
+        parameter-count tests."""
+        return dict(self.test_kwargs_items)
 
     def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None,
                        dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
@@ -196,6 +205,7 @@ def register_model(
     inputs: str = "image",
     task: str = "classification",
     example_inputs: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+    test_kwargs: dict[str, Any] | None = None,
 ):
     """Register a model builder ``fn(**kwargs) -> nn.Module`` under ``name``.
 
@@ -237,6 +247,7 @@ def register_model(
             inputs=str(inputs),
             task=str(task),
             example_inputs_fn=example_inputs,
+            test_kwargs_items=tuple(sorted((test_kwargs or {}).items())),
         )
         return f
 

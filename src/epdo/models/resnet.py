@@ -307,6 +307,8 @@ _GAUSS_SIGMA = 1.3  # J&W's value for 5x5 Gaussian derivative stencils; paper 00
 _SPDO = dict(layer="pdo", width_factor=WIDTH_FACTOR)
 _NEPDO = dict(layer="neural-epdo", width_factor=WIDTH_FACTOR, reduction=1, partition=8)
 _IMAGE = dict(input_shape=(3, 33, 33), num_classes=1000, train=IMAGENET_RECIPE)
+#: the reduced build of the generic model tests (one block per stage, a quarter of the fields)
+_SMALL = dict(width_factor=0.25, blocks=(1, 1, 1, 1), stem_width=8)
 
 
 def _paper(family: str, row: str) -> str:
@@ -321,35 +323,36 @@ def _eq(defaults: dict[str, Any], kwargs: dict[str, Any]) -> EquivariantResNet26
     return EquivariantResNet26(**cfg)
 
 
-@register_model(paper_params=PAPER_PARAMS["res26"][1], paper=_paper("res26", "'ResNet26'"), **_IMAGE)
+@register_model(paper_params=PAPER_PARAMS["res26"][1], paper=_paper("res26", "'ResNet26'"), **_IMAGE,
+                test_kwargs=dict(widths=(8, 8, 8, 8), blocks=(1, 1, 1, 1), stem_width=8))
 def res26(**kwargs) -> ResNet26:
     """ResNet-26 (bottlenecks 1-2-4-1, widths 64-512), RGB in [0, 1], ImageNet normalisation inside."""
     return ResNet26(**kwargs)
 
 
 @register_model(name="res26-spdo-fd", paper_params=PAPER_PARAMS["spdo"][1],
-                paper=_paper("spdo", "'Res26 Steerable PDOs' FD"), **_IMAGE)
+                paper=_paper("spdo", "'Res26 Steerable PDOs' FD"), **_IMAGE, test_kwargs=_SMALL)
 def res26_spdo_fd(**kwargs) -> EquivariantResNet26:
     """C8 regular fields, steerable PDOs (order 4, 5x5 finite differences), equivariant 1x1 maps."""
     return _eq(dict(_SPDO, discretization="fd"), kwargs)
 
 
 @register_model(name="res26-spdo-gauss", paper_params=PAPER_PARAMS["spdo"][1],
-                paper=_paper("spdo", "'Res26 Steerable PDOs' Gauss") + "; sigma 1.3 (a guess)", **_IMAGE)
+                paper=_paper("spdo", "'Res26 Steerable PDOs' Gauss") + "; sigma 1.3 (a guess)", **_IMAGE, test_kwargs=_SMALL)
 def res26_spdo_gauss(**kwargs) -> EquivariantResNet26:
     """C8 regular fields, steerable PDOs (order 4, 5x5 Gaussian derivatives, sigma 1.3), equivariant 1x1 maps."""
     return _eq(dict(_SPDO, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
 
 
 @register_model(name="res26-nepdo-fd", paper_params=PAPER_PARAMS["nepdo"][1],
-                paper=_paper("nepdo", "'Res26 Neural ePDOs' FD") + "; r = 1, p = 8 (a guess)", **_IMAGE)
+                paper=_paper("nepdo", "'Res26 Neural ePDOs' FD") + "; r = 1, p = 8 (a guess)", **_IMAGE, test_kwargs=_SMALL)
 def res26_nepdo_fd(**kwargs) -> EquivariantResNet26:
     """C8 regular fields, PDO stem, Neural ePDOs (order 4, diag, r=1, p=8, 5x5 finite differences) for the 3x3s."""
     return _eq(dict(_NEPDO, discretization="fd"), kwargs)
 
 
 @register_model(name="res26-nepdo-gauss", paper_params=PAPER_PARAMS["nepdo"][1],
-                paper=_paper("nepdo", "'Res26 Neural ePDOs' Gauss") + "; r = 1, p = 8, sigma 1.3 (guesses)", **_IMAGE)
+                paper=_paper("nepdo", "'Res26 Neural ePDOs' Gauss") + "; r = 1, p = 8, sigma 1.3 (guesses)", **_IMAGE, test_kwargs=_SMALL)
 def res26_nepdo_gauss(**kwargs) -> EquivariantResNet26:
     """C8 regular fields, PDO stem, Gaussian Neural ePDOs (order 4, diag, r=1, p=8, sigma 1.3) for the 3x3s."""
     return _eq(dict(_NEPDO, discretization="gauss", sigma=_GAUSS_SIGMA), kwargs)
