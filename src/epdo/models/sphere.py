@@ -200,20 +200,20 @@ def _register(**kw):
     return register_model(input_shape=(1, icosphere(4).num_vertices), inputs="sphere", **kw)
 
 
-_PAPER = "Shen et al. 2021 (002), spherical MNIST"
+_PAPER = "Shen 2021"  # Shen et al. 2021, PDO-eS2CNNs (paper 002), spherical MNIST; architectures reconstructed
 _TRAIN = TrainDefaults(optimizer="adam", lr=1e-2, weight_decay=0.0, schedule="exponential", lr_decay=0.8, burn_in=2,
                        epochs=10, batch_size=32)
 
 
-@_register(paper=_PAPER + ", smaller net (reconstructed)",
-           paper_error="N/R 9.86 +- 0.58", train=_TRAIN)
+@_register(paper=_PAPER + ", small net",
+           paper_error="N/N 0.56 +- 0.06, N/R 9.86 +- 0.58, R/R 1.07 +- 0.08", train=_TRAIN)
 def pdo_es2cnn(**kwargs) -> SpherePDONet:
     """PDO-eS2CNN (small): lifting + 2 SpherePDOConvs, 8/16/32 fields x 8 orientations, level 4; 31k params."""
     return SpherePDONet(**kwargs)
 
 
-@_register(paper=_PAPER + ", larger net (reconstructed)",
-           paper_error="N/R 5.75 +- 0.29", train=_TRAIN)
+@_register(paper=_PAPER + ", large net",
+           paper_error="N/N 0.40 +- 0.04, N/R 5.75 +- 0.29, R/R 0.55 +- 0.05", train=_TRAIN)
 def pdo_es2cnn_large(**kwargs) -> SpherePDONet:
     """PDO-eS2CNN (large): 16/32/64 fields x 8 orientations, two SpherePDOConvs per level; 370k params."""
     kw = dict(channels=(16, 32, 64), convs=2)
@@ -221,7 +221,7 @@ def pdo_es2cnn_large(**kwargs) -> SpherePDONet:
     return SpherePDONet(**kw)
 
 
-@_register(paper="(baseline: 1-ring mesh conv, fixed frame)", train=_TRAIN)
+@_register(paper="(none: the non-equivariant mesh baseline of issue 11)", train=_TRAIN)
 def mesh_cnn(**kwargs) -> MeshCNN:
     """Non-equivariant mesh baseline: 7-tap 1-ring stencils in the fixed frame, 16/48/80 channels; 34k params."""
     return MeshCNN(**kwargs)

@@ -161,7 +161,7 @@ def rotated_operator(f: torch.Tensor, w: torch.Tensor, angles: torch.Tensor, lev
     one angle per vertex ``angles`` (V,) (float64; spacing units as in the layers)."""
     crow, col, val = _scalar_operator(level)
     n = icosphere(level).num_vertices
-    D = torch.sparse_csr_tensor(crow, col, val, (5 * n, n))
+    D = _csr(crow, col, val, (5 * n, n))
     d = torch.cat([f[None], (D @ f.to(torch.float64)[:, None]).view(5, n)])  # (6, V)
     rot = rotation_matrices(angles)  # (V, 6, 6)
     return torch.einsum("k,vkl,lv->v", w.to(torch.float64), rot, d)
