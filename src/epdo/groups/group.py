@@ -257,14 +257,43 @@ def _index_table(group: Group) -> dict:
     return {g: i for i, g in enumerate(group.elements)}
 
 
+def _canonical_basis(v: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (columns) of span(v) that does not depend on which basis LAPACK returned.
+
+    ``v``: (n, k) with orthonormal columns. Gram-Schmidt on the projections P e_i of the standard basis
+    vectors (P = v v^T is unique for the subspace), each step taking the first i whose residual has at
+    least half the largest squared norm (ties between equal norms, common in symmetric representations,
+    go to the lowest index, not to rounding noise). Computed in the k coordinates of v: P e_i = v r_i with
+    r_i the i-th row of v. SVD / eigh bases of a subspace of dimension > 1 differ between BLAS kernels
+    (OpenBLAS picks them by CPU: AVX2 and AVX-512 machines return different null-space bases), and every
+    Hom basis, hence the meaning of every stored weight, would differ with them.
+    """
+    n, k = v.shape
+    res = np.array(v, dtype=np.float64)
+    dirs = []
+    for _ in range(k):
+        norms = np.einsum("ij,ij->i", res, res)
+        top = norms.max()
+        if top <= 1e-20:
+            raise RuntimeError(f"canonical basis: found {len(dirs)} of {k} directions")
+        i = int(np.argmax(norms >= 0.5 * top))
+        d = res[i] / np.sqrt(norms[i])
+        for e in dirs:  # re-orthogonalise (rounding)
+            d = d - (e @ d) * e
+        d = d / np.linalg.norm(d)
+        dirs.append(d)
+        res -= np.outer(res @ d, d)
+    return v @ np.stack(dirs, axis=1) if dirs else np.zeros((n, 0))
+
+
 def _nullspace(a: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    """Orthonormal basis (rows) of {v : a v = 0}."""
+    """Orthonormal basis (rows) of {v : a v = 0}, canonical (:func:`_canonical_basis`): the same on every CPU."""
     if a.shape[0] == 0:
         return np.eye(a.shape[1])
     _, s, vt = np.linalg.svd(a)
     scale = max(1.0, s[0]) if len(s) else 1.0
     rank = int(np.sum(s > tol * scale))
-    return vt[rank:]
+    return _canonical_basis(vt[rank:].T).T
 
 
 @lru_cache(maxsize=None)

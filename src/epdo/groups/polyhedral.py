@@ -37,7 +37,7 @@ from math import cos, pi, sin, sqrt
 
 import numpy as np
 
-from .group import Group, GroupElement, IrrepId, readonly
+from .group import Group, GroupElement, IrrepId, _canonical_basis, readonly
 
 __all__ = ["PolyhedralGroup", "PolyhedralElement", "tetrahedral", "octahedral", "icosahedral"]
 
@@ -131,22 +131,6 @@ def _snap(mats: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=None)
 def _data(kind: str) -> _Data:
     return _Data(kind)
-
-
-def _canonical_basis(v: np.ndarray) -> np.ndarray:
-    """An orthonormal basis of span(v) that does not depend on which basis LAPACK returned: Gram-Schmidt on
-    the projections P e_0, P e_1, ... (P = v v^T), keeping those with a residual of squared norm > 1e-3."""
-    proj = v @ v.T
-    cols: list[np.ndarray] = []
-    for i in range(proj.shape[0]):
-        x = proj[:, i].copy()
-        for c in cols:
-            x -= (c @ x) * c
-        if x @ x > 1e-3:
-            cols.append(x / np.linalg.norm(x))
-            if len(cols) == v.shape[1]:
-                break
-    return np.stack(cols, axis=1)
 
 
 @lru_cache(maxsize=None)
