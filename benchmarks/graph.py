@@ -112,6 +112,7 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 def bench(args) -> None:
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     torch.manual_seed(0)
     pos, vel, q = nbody_models.nbody_example_inputs(100, torch.Generator().manual_seed(0))
     rows = []
@@ -160,7 +161,7 @@ def bench(args) -> None:
     lx = np.log([s["nodes"] for s in scaling])
     fit = {k: float(np.polyfit(lx, np.log([max(s[k], 1e-9) for s in scaling]), 1)[0]) for k in ("total_s", "graph_s", "layer_s")}
     meta = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "load_1min_start": os.getloadavg()[0], "shared": True,
+            "torch": torch.__version__, "load_1min_start": load_start, "shared": True,
             "note": "2-core machine shared by 5 sessions: timings are medians under load"}
     print(f"machine {meta['machine']} ({meta['cpu']}), torch {meta['torch']}, {meta['threads']} threads, "
           f"load {meta['load_1min_start']:.1f} (shared)")

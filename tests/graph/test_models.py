@@ -28,10 +28,11 @@ def _rel(a, b):
 def _equivariance_errors(model, inputs, elements):
     pos, vel, q = inputs
     y = model(pos, vel, q)
-    rot = []
-    for g in elements:
-        R = torch.tensor(g.matrix)
-        rot.append(_rel(model(pos @ R.T, vel @ R.T, q), y @ R.T))
+    R = torch.stack([torch.tensor(g.matrix) for g in elements])  # all elements in one batch
+    rp, rv = torch.einsum("gij,bnj->gbni", R, pos), torch.einsum("gij,bnj->gbni", R, vel)
+    out = model(rp.flatten(0, 1), rv.flatten(0, 1), q.repeat(len(elements), 1, 1)).view(len(elements), *y.shape)
+    ref = torch.einsum("gij,bnj->gbni", R, y)
+    rot = [_rel(o, r) for o, r in zip(out, ref)]
     t = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
     trans = _rel(model(pos + t, vel, q), y + t)
     perm = torch.tensor([3, 0, 4, 1, 2])
