@@ -207,6 +207,12 @@ def _gconv(layer: str, kernel: str = "siren", **kw):
     return build
 
 
+def _gconv_neural(G, **fk):
+    from .. import gconv
+
+    return gconv.NeuralGroupPDO(G, 2, 2, order=2, kernel_size=5, **fk)
+
+
 # Non-grid bounds: relative error on smooth input (sigma 2 px, 17 x 17, disc of radius 5) of the entry
 # built for C16, measured here with seed 0; each bound ~1.5-2x the measured value (noted per entry; seeds 1
 # and 2 were within 40 % of seed 0 for every entry).
@@ -296,6 +302,8 @@ MODULE_DB: tuple[ModuleInfo, ...] = (
     ModuleInfo("gconv_lifting_pdo", _gconv("lifting", "pdo"), non_grid={22.5: 0.045, 45.0: 0.055}),
     ModuleInfo("gconv_group_pdo", _gconv("group", "pdo"), non_grid={22.5: 0.07, 45.0: 0.09}),
     ModuleInfo("gconv_projection_mean", _gconv("projection"), non_grid={22.5: 1e-12, 45.0: 1e-12}),
+    # --- NeuralGroupPDO (epdo.gconv.neural): steered generated PDO coefficients ---
+    ModuleInfo("gconv_neural_epdo", _gconv_neural),
 )
 
 
