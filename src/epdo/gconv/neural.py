@@ -127,10 +127,13 @@ class NeuralGroupPDO(nn.Module):
         D = derivative_rep_torch(u.matrices().to(self.weight.dtype), self.order)  # (S, |G|, |G|) = rho_hat(u^-1)
         w = self.weight * self._scale[:, None]
         b = self.bias * self._scale
-        eye = torch.eye(len(u), dtype=w.dtype, device=w.device)
-        w2 = torch.einsum("uba,cbk,uv->cuakv", D, w, eye).reshape(-1, self.hidden * len(u))
+        S = len(u)
+        ws = torch.einsum("uba,cbk->ucak", D, w)  # (D(M_u)^T X)_alpha per element u
+        w2 = ws.new_zeros(self.out_channels, S, self.n_alpha, self.hidden, S)
+        idx = torch.arange(S, device=w.device)
+        w2[:, idx, :, :, idx] = ws  # block diagonal over u (advanced indices first: (u, c, alpha, k))
         b2 = torch.einsum("uba,cb->cua", D, b).reshape(-1)
-        return w2, b2
+        return w2.reshape(-1, self.hidden * S), b2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.mix._in_elements(False)
