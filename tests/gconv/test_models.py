@@ -14,11 +14,15 @@ def _siren(d_in: int, d_out: int, h: int = 32) -> int:
     return (d_in * h + h) + (h * h + h) + (h * d_out + d_out)
 
 
-def _formula(C: int, e: int, shortcuts: bool, partial: int, classes: int = 2, pdo_alphas: int | None = None) -> int:
-    """Lifting SIREN (2 -> C), 4 group convs (2 + e -> C^2; PDO: e -> C |Gamma| C), 2 shortcut SIRENs (1 x 1),
-    5 batch norms (2C each), the head, one theta (and one flip logit) per partial sampler."""
+def _formula(C: int, e: int, shortcuts: bool, partial: int, classes: int = 2, pdo_alphas: int | None = None,
+             neural: bool = False) -> int:
+    """Lifting SIREN (2 -> C), 4 group convs (2 + e -> C^2; PDO: e -> C |Gamma| C; Neural ePDO: the 1 x 1 SIREN
+    2 + e -> 2C x C and its 2C biases, W2 C |Gamma| C, b2 C |Gamma|), 2 shortcut SIRENs (1 x 1), 5 batch norms
+    (2C each), the head, one theta (and one flip logit) per partial sampler."""
     if pdo_alphas is None:
         lift, conv = _siren(2, C), _siren(2 + e, C * C)
+    elif neural:
+        lift, conv = C * pdo_alphas, _siren(2 + e, 2 * C * C) + 2 * C + C * pdo_alphas * C + C * pdo_alphas
     else:
         lift, conv = C * pdo_alphas, _siren(e, C * pdo_alphas * C)
     return lift + 4 * conv + (2 * _siren(2 + e, C * C) if shortcuts else 0) + 5 * 2 * C + C * classes + classes + partial
@@ -27,10 +31,12 @@ def _formula(C: int, e: int, shortcuts: bool, partial: int, classes: int = 2, pd
 @pytest.mark.parametrize("name,e,shortcuts,partial,alphas", [
     ("gcnn-se2-8", 2, True, 0, None), ("partial-gcnn-se2-8", 2, True, 5, None), ("gcnn-e2-16", 3, True, 0, None),
     ("partial-gcnn-e2-8", 3, True, 10, None), ("gcnn-mirror", 3, False, 0, None), ("partial-gcnn-mirror", 3, True, 5, None),
-    ("cnn-t2", 2, False, 0, None), ("partial-pdo-se2-8", 2, True, 5, 6)])
+    ("cnn-t2", 2, False, 0, None), ("partial-pdo-se2-8", 2, True, 5, 6),
+    ("partial-nepdo-se2-8", 2, True, 5, 6)])
 def test_parameter_counts(name, e, shortcuts, partial, alphas):
     m = models.create(name)
-    assert models.count_parameters(m) == _formula(32, e, shortcuts, partial, pdo_alphas=alphas)
+    neural = "nepdo" in name
+    assert models.count_parameters(m) == _formula(32, e, shortcuts, partial, pdo_alphas=alphas, neural=neural)
 
 
 def test_report_and_export_of_a_partial_model():

@@ -10,7 +10,8 @@ at the identity element is exactly ``conv2d`` (tests/gconv/test_layers.py).
   Monte Carlo SE(2) / E(2), partial);
 - :mod:`.kernels`: SIREN and ReLU / Swish MLP kernels;
 - :mod:`.sampling`: element sets, Haar samples, learned partial distributions;
-- :mod:`.partial`: steered PDO kernels (partial equivariance for PDO layers) and the learned-subset report.
+- :mod:`.partial`: steered PDO kernels (partial equivariance for PDO layers) and the learned-subset report;
+- :mod:`.neural`: :class:`NeuralGroupPDO`, Neural ePDOs with steered generated coefficients (partial too).
 
 >>> from epdo import gconv, groups
 >>> net = torch.nn.Sequential(gconv.LiftingConv(groups.dihedral(4), 1, 2, 3), gconv.GroupProjection(groups.dihedral(4), 2))
@@ -22,9 +23,10 @@ import torch  # noqa: F401  (doctest namespace)
 
 from .kernels import MLPKernel, SIREN
 from .layers import GROUP_KERNELS, GroupConv, GroupProjection, LiftingConv
+from .neural import NeuralGroupPDO
 from .partial import derivative_rep_torch, partial_equivariance_report
 from .sampling import Elements, ElementSampler, FiniteElements, HaarSampler, PartialSampler
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "GROUP_KERNELS", "GroupConv", "GroupProjection",
-           "HaarSampler", "LiftingConv", "MLPKernel", "PartialSampler", "SIREN", "derivative_rep_torch",
+           "HaarSampler", "LiftingConv", "MLPKernel", "NeuralGroupPDO", "PartialSampler", "SIREN", "derivative_rep_torch",
            "partial_equivariance_report"]

@@ -16,7 +16,10 @@ Registered (N = group elements, 8 / 16 as in 004 Table 3; 2 classes, the MNIST6 
   90 degrees so that epdo's D_1 flip y -> -y acts as x -> -x on the image, PITFALLS 28);
 - ``cnn-t2``: the same network on the trivial group (a T(2) CNN with SIREN kernels);
 - ``pdo-se2-8`` / ``partial-pdo-se2-8``: the same with steered PDO kernels (order 2, 5 x 5 FD stencils,
-  coefficients from a SIREN on the relative element, :mod:`epdo.gconv.partial`).
+  coefficients from a SIREN on the relative element, :mod:`epdo.gconv.partial`);
+- ``partial-nepdo-se2-8``: the steered PDO lifting, then :class:`~epdo.gconv.NeuralGroupPDO`
+  blocks (Neural ePDOs with per-pixel generated coefficients steered by each sampled element, order 2, 5 x 5 FD);
+  the full-group version is ``GCNN(kernel="nepdo")`` (not registered, to keep the generic model tests short).
 
 Evaluation is deterministic (the samplers' eval grids, :mod:`epdo.gconv.sampling`);
 ``partial_equivariance_report()`` lists the learned theta / probability per layer (``epdo evaluate`` prints it).
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from .. import groups
-from ..gconv import GroupConv, GroupProjection, LiftingConv, partial_equivariance_report
+from ..gconv import GroupConv, GroupProjection, LiftingConv, NeuralGroupPDO, partial_equivariance_report
 from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
@@ -64,10 +67,18 @@ class _Block(nn.Module):
         finite = G.is_finite and not partial
         ins = {} if finite else dict(in_elements=in_sampler)
         s = {} if G.is_finite and not partial else dict(samples=samples)
-        self.conv1 = GroupConv(G, channels, channels, kernel_size, partial=partial, bias=False, **ins, **s, **kw)
+        if kw["kernel"] == "nepdo":  # Neural ePDO blocks (steered generated PDO coefficients)
+            nkw = {k: v for k, v in kw.items() if k != "kernel"}
+
+            def conv(ins2):
+                return NeuralGroupPDO(G, channels, channels, kernel_size=kernel_size, partial=partial, **ins2, **s,
+                                      **nkw)
+        else:
+            def conv(ins2):
+                return GroupConv(G, channels, channels, kernel_size, partial=partial, bias=False, **ins2, **s, **kw)
+        self.conv1 = conv(ins)
         self.bn1 = GroupBatchNorm(channels)
-        self.conv2 = GroupConv(G, channels, channels, kernel_size, partial=partial, bias=False,
-                               **({} if finite else dict(in_elements=self.conv1.sampler)), **s, **kw)
+        self.conv2 = conv({} if finite else dict(in_elements=self.conv1.sampler))
         self.bn2 = GroupBatchNorm(channels)
         # the skip connection maps the block's input elements onto conv2's output elements
         self.shortcut = None if finite else GroupConv(G, channels, channels, 1, in_elements=in_sampler,
@@ -92,7 +103,8 @@ class GCNN(nn.Module):
         partial: learned subsets per layer (theta, prob, theta_lr_factor: of
             :class:`~epdo.gconv.sampling.PartialSampler`). channels, kernel_size, blocks: the widths, filter size,
             residual blocks.
-        kernel: ``"siren"``, ``"relu"``, ``"swish"`` or ``"pdo"``. num_classes: logits.
+        kernel: ``"siren"``, ``"relu"``, ``"swish"``, ``"pdo"`` or ``"nepdo"`` (steered PDO lifting, then
+            :class:`~epdo.gconv.NeuralGroupPDO` blocks: per-pixel generated, steered coefficients). num_classes: logits.
     """
 
     def __init__(self, group: str = "se2", samples: int = 8, partial: bool = False, channels: int = 32,
@@ -107,9 +119,10 @@ class GCNN(nn.Module):
         part = bool(partial) and group != "t2"
         s = None if finite and not part else samples
         kw = dict(kernel=kernel, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor)
-        if kernel == "pdo":
+        if kernel in ("pdo", "nepdo"):
             kw["order"] = order
-        self.lift = LiftingConv(G, 1, channels, kernel_size, samples=s, partial=part, bias=False, **kw)
+        lift_kw = {**kw, "kernel": "pdo"} if kernel == "nepdo" else kw
+        self.lift = LiftingConv(G, 1, channels, kernel_size, samples=s, partial=part, bias=False, **lift_kw)
         self.bn0 = GroupBatchNorm(channels)
         self.pool = nn.MaxPool2d(2)
         sampler, mods = self.lift.sampler, []
@@ -181,6 +194,8 @@ for _n in (8, 16):
 _reg("pdo-se2-8", "SE(2) PDO G-CNN (steered PDO kernels, order 2), 8 samples.", group="se2", samples=8, kernel="pdo")
 _reg("partial-pdo-se2-8", "Partial SE(2) PDO G-CNN (steered PDO kernels, order 2), up to 8 samples, learned theta.",
      group="se2", samples=8, kernel="pdo", partial=True)
+_reg("partial-nepdo-se2-8", "Partial SE(2) Neural ePDO G-CNN (NeuralGroupPDO blocks, order 2), up to 8 samples, "
+     "learned theta.", group="se2", samples=8, kernel="nepdo", partial=True)
 _reg("gcnn-mirror", "Mirror G-CNN (the group {e, x -> -x}).", "50.0", group="mirror")
 _reg("partial-gcnn-mirror", "Partial mirror G-CNN (learned probability of the flip).", "0.0",
      group="mirror", partial=True)

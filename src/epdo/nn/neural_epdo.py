@@ -129,6 +129,22 @@ def expected_num_params(mode: str, c: int, order: int, n: int, reduction: int = 
     return first + c**3 * n_alpha * n * n // (reduction * partition**2)
 
 
+def order_scales(order: int, sq_norm: np.ndarray, fan: int = 1) -> np.ndarray:
+    r"""``(|Gamma_N|,)``: :math:`\lambda_m = (|\Gamma_N|\,K\,\overline{\|s_\alpha\|^2})^{-1/2}` per multi-index, the
+    mean taken over the stencils of the same order m (``sq_norm``: squared stencil norms, ``fan`` = K).
+
+    >>> order_scales(1, np.array([1.0, 2.0, 2.0])).round(3).tolist()
+    [0.577, 0.408, 0.408]
+    """
+    n_alpha = num_multi_indices(order)
+    order_of = np.array([a + b for a, b in multi_indices(order)])
+    lam = np.zeros(n_alpha)
+    for m in range(order + 1):
+        sel = order_of == m
+        lam[sel] = 1.0 / np.sqrt(n_alpha * fan * sq_norm[sel].mean())
+    return lam
+
+
 class NeuralEPDO(PDOLayerBase):
     r"""Neural ePDO layer (see the module docstring for the maths and the parameter count).
 
@@ -238,11 +254,7 @@ class NeuralEPDO(PDOLayerBase):
             alpha_of_row = np.tile(np.repeat(np.arange(n_alpha), self.c0_in), self.c0_out)
         self.generator2 = HomExpansion(hidden, coef_reps, **fk)
         self.bias2 = FieldBias(coef_reps, **fk) if bias else None
-        order_of = np.array([a + b for a, b in multi_indices(order)])
-        lam = np.zeros(n_alpha)
-        for m in range(order + 1):
-            sel = order_of == m
-            lam[sel] = 1.0 / np.sqrt(n_alpha * fan * sq_norm[sel].mean())
+        lam = order_scales(order, sq_norm, fan)
         self.register_buffer("_row_scale", torch.tensor(lam[alpha_of_row], **fk), persistent=False)
         self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
         self.reset_parameters()

@@ -256,6 +256,10 @@ def _steerable_groups(G, **fk):
     ti = _perm(G) + _perm(G)
     to = FieldType(G, [_vec(G), G.regular] * 2)
     return _nn().SteerableConv(ti, to, kernel_size=5, groups=2, **fk)
+def _gconv_neural(G, **fk):
+    from .. import gconv
+
+    return gconv.NeuralGroupPDO(G, 2, 2, order=2, kernel_size=5, **fk)
 
 
 # Non-grid bounds: relative error on smooth input (sigma 2 px, 17 x 17, disc of radius 5) of the entry
@@ -400,6 +404,8 @@ MODULE_DB += (
     # permutation fields only: the pooled-mean path without the dense projector; 1e-16 (eval: affine per field)
     ModuleInfo("field_batchnorm_permutation", lambda G, **fk: _nn().FieldBatchNorm(_perm(G), **fk), stochastic=True,
                non_grid={22.5: 1e-12, 45.0: 1e-12}),
+    # --- NeuralGroupPDO (epdo.gconv.neural): steered generated PDO coefficients; 0.105 / 0.117 (seed 0) ---
+    ModuleInfo("gconv_neural_epdo", _gconv_neural, non_grid={22.5: 0.16, 45.0: 0.18}),
 )
 
 
