@@ -169,7 +169,7 @@ def segnn_nbody(**kwargs):
     return SEGNNNBody(**kwargs)
 
 
-@_register("ponita-nbody",
+@_register("ponita-nbody", paper="Bekkers et al. 2024 (PONITA); tutorial 003 section 9",
            train=TrainDefaults(optimizer="adam", lr=5e-4, epochs=1000, batch_size=100))
 def ponita_nbody(**kwargs):
     """The lifted network on positions x 12 orientations (icosahedron), 4 layers, for the charged N-body task."""
