@@ -64,8 +64,10 @@ def _models(args: argparse.Namespace) -> int:
         print(textwrap.fill(
             "params: this implementation's parameter count; paper params and paper err %: the count and the test "
             "error (mean +- std over runs, clean test set) that the source reports; ratio = params / paper params. "
-            "He 2023: He et al., Neural ePDOs (ICLR 2023); Lagrave 2021: Lagrave & Riou, EqPdeNet (see the "
-            "README's References). Training recipes: epdo models --recipes.", 100))
+            "He 2023: He et al., Neural ePDOs (ICLR 2023); Lagrave 2021: Lagrave & Riou, EqPdeNet; Shen 2021: "
+            "Shen et al., PDO-eS2CNNs (AAAI 2021); Romero 2022: Romero & Lohit, Partial G-CNNs (NeurIPS 2022); "
+            "SEGNN 2022: Brandstetter et al., SEGNN (ICLR 2022); Bekkers 2024: Bekkers et al., PONITA (ICLR "
+            "2024) (see the README's References). Training recipes: epdo models --recipes.", 100))
     return 0
 
 
@@ -100,6 +102,10 @@ def _flops_cells(name: str, info, size: int | None) -> list[str]:
 _PAPERS = (
     (re.compile(r"^\s*000\b|He et al", re.I), "He 2023"),
     (re.compile(r"^\s*001\b|Lagrave", re.I), "Lagrave 2021"),
+    (re.compile(r"^\s*002\b|Shen", re.I), "Shen 2021"),
+    (re.compile(r"^\s*004\b|Romero", re.I), "Romero 2022"),
+    (re.compile(r"Brandstetter|SEGNN", re.I), "SEGNN 2022"),
+    (re.compile(r"Bekkers|PONITA", re.I), "Bekkers 2024"),
 )
 
 
