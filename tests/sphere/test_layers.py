@@ -158,6 +158,24 @@ def test_pdoconv_exact_on_band_limited_input_with_enough_orientations():
     assert errs[16] < 1e-12 and errs[4] > 0.05
 
 
+@pytest.mark.parametrize("n", [3, 4, 8])
+def test_band_products_equal_the_stacked_operator_with_gradients(n):
+    """The per-band products (shared stencil pattern, values c cos(f delta), c sin(f delta), stored transpose
+    for backward) equal the stacked (5NV x NV) orientation operator applied densely, values and gradients."""
+    level = 1
+    torch.manual_seed(3)
+    conv = SpherePDOConv(sphere_type(I, 2, n), sphere_type(I, 2, n), level, dtype=F64)
+    nv = conv.mesh.num_vertices
+    dense = conv.stacked_operator().to_dense()
+    xf = torch.randn(n, nv, 6, dtype=F64, requires_grad=True)
+    g = torch.randn(5, n, nv, 6, dtype=F64)
+    got = conv._transported_derivatives(xf)
+    ref = (dense @ xf.reshape(n * nv, 6)).view(5, n, nv, 6)
+    assert torch.allclose(got, ref, atol=1e-13 * float(ref.abs().max()))
+    (gx,) = torch.autograd.grad((got * g).sum(), xf)
+    assert torch.allclose(gx, (dense.t() @ g.reshape(5 * n * nv, 6)).view(n, nv, 6), atol=1e-13 * float(gx.abs().max()))
+
+
 def test_pool_and_group_pool():
     level = 2
     t = sphere_type(I, 2, 6)

@@ -100,6 +100,7 @@ def _csr_buffers(rows, cols, vals, shape) -> tuple[torch.Tensor, torch.Tensor, t
     return coo.crow_indices(), coo.col_indices(), coo.values()
 
 
+@lru_cache(maxsize=8)
 def _scalar_operator(level: int):
     """CSR buffers of the stacked (5V x V) derivative operator."""
     rows, cols, coef, _, _ = _operators(level)
@@ -125,34 +126,49 @@ def fourier_matrix(n: int) -> np.ndarray:
     return np.stack(rows)
 
 
+@lru_cache(maxsize=8)
+def _transport_pattern(level: int) -> dict[str, np.ndarray]:
+    r"""The scalar (5V x V) derivative operator as CSR (``crow``, ``col``, ``val``), each entry's transport angle
+    :math:`\delta_{PQ}` (0 on the diagonal) and the transposed pattern (``crow_t``, ``col_t`` and ``perm``: the
+    entries in column-major order), built once per level. Every band of the orientation operator shares it."""
+    crow, col, val = (t.numpy() for t in _scalar_operator(level))
+    mesh = icosphere(level)
+    nv = mesh.num_vertices
+    rows = np.repeat(np.arange(5 * nv), np.diff(crow))
+    delta = transport_angles(mesh.vertices[rows % nv], mesh.vertices[col])
+    delta[rows % nv == col] = 0.0
+    perm = np.lexsort((rows, col))
+    crow_t = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=nv))])
+    return {"crow": crow, "col": col, "val": val, "delta": delta, "crow_t": crow_t, "col_t": rows[perm],
+            "perm": perm}
+
+
 def _orientation_operator(level: int, n: int):
     r"""CSR buffers of the stacked (5 N V x N V) operator on Fourier coefficients of the orientation axis
-    (index r * V + P, r the Fourier row): derivative k of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})`."""
-    rows, cols, coef, delta, _ = _operators(level)
+    (index r * V + P, r the Fourier row): derivative k of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})`. The layer
+    never builds it (it applies the bands one by one, :meth:`SpherePDOConv.band_operators`); it is the
+    reference the tests and the dense benchmark row compare with."""
+    pat = _transport_pattern(level)
     nv = icosphere(level).num_vertices
-    diag = np.arange(nv)
+    rows = np.repeat(np.arange(5 * nv), np.diff(pat["crow"]))
+    k, p, q, c, delta = rows // nv, rows % nv, pat["col"], pat["val"], pat["delta"]
     R, C, Vv = [], [], []
 
-    def add(k, r_out, r_in, vals, rr=rows, cc=cols):
-        R.append(k * n * nv + r_out * nv + rr)
-        C.append(r_in * nv + cc)
+    def add(r_out, r_in, vals):
+        R.append(k * n * nv + r_out * nv + p)
+        C.append(r_in * nv + q)
         Vv.append(vals)
 
-    for k in range(5):
-        ck = coef[k]
-        centre = -np.bincount(rows, ck, nv)
-        for r in range(n):
-            add(k, r, r, centre, diag, diag)  # - sum_Q c f(P): no transport at P itself
-        add(k, 0, 0, ck)
-        for f in range(1, (n - 1) // 2 + 1):
-            ra, rb = 2 * f - 1, 2 * f
-            cs, sn = np.cos(f * delta), np.sin(f * delta)
-            add(k, ra, ra, ck * cs)   # a' = a cos + b sin
-            add(k, ra, rb, ck * sn)
-            add(k, rb, ra, -ck * sn)  # b' = -a sin + b cos
-            add(k, rb, rb, ck * cs)
-        if n % 2 == 0:
-            add(k, n - 1, n - 1, ck * np.cos(n // 2 * delta))
+    add(0, 0, c)
+    for f in range(1, (n - 1) // 2 + 1):
+        ra, rb = 2 * f - 1, 2 * f
+        cs, sn = np.cos(f * delta), np.sin(f * delta)
+        add(ra, ra, c * cs)   # a' = a cos + b sin
+        add(ra, rb, c * sn)
+        add(rb, ra, -c * sn)  # b' = -a sin + b cos
+        add(rb, rb, c * cs)
+    if n % 2 == 0:
+        add(n - 1, n - 1, c * np.cos(n // 2 * delta))
     return _csr_buffers(np.concatenate(R), np.concatenate(C), np.concatenate(Vv), (5 * n * nv, n * nv))
 
 
@@ -301,8 +317,11 @@ class SpherePDOConv(_SphereOperator):
         level: icosphere level of the signals.
         bias: one bias per output field.
 
-    Shape: (B, C_in, N, V) -> (B, C_out, N, V). Cost: one sparse product (5NV x NV, ~2N nonzeros per stencil
-    entry) on the Fourier coefficients, then one dense (C_out N) x (6 C_in N) matrix product per vertex batch.
+    Shape: (B, C_in, N, V) -> (B, C_out, N, V). Cost: per Fourier band of the orientation axis, sparse
+    products with the level's (5V x V) stencil pattern, values :math:`c_{PQ}\cos(f\delta_{PQ})` and
+    :math:`c_{PQ}\sin(f\delta_{PQ})` (parallel transport rotates band f's pair of coefficients by
+    :math:`f\delta_{PQ}`), then one dense (C_out N) x (6 C_in N) matrix product over all vertices. Memory of the
+    operator: the scalar stencil pattern once (no N-fold stacked matrix).
     """
 
     def __init__(self, in_type: FieldType, out_type: FieldType, level: int, bias: bool = True, device=None, dtype=None):
@@ -319,9 +338,13 @@ class SpherePDOConv(_SphereOperator):
         self.weight = nn.Parameter(torch.randn(co, ci, n, 6, **fk) / math.sqrt(6 * ci * n))
         self.bias = nn.Parameter(torch.zeros(co, **fk)) if bias else None
         nv = self.mesh.num_vertices
-        crow, col, val = _orientation_operator(self.level, n)
-        self._set_operator(crow, col, val, (5 * n * nv, n * nv), dtype, device)
         dd = dtype or torch.get_default_dtype()
+        pat = _transport_pattern(self.level)
+        self._shape = (5 * nv, nv)
+        for name in ("crow", "col", "val", "delta", "crow_t", "col_t", "perm"):
+            t = torch.as_tensor(pat[name])
+            self.register_buffer(f"_{name}", t.to(device=device, dtype=dd if t.is_floating_point() else None),
+                                 persistent=False)
         F = fourier_matrix(n)
         self.register_buffer("_F", torch.as_tensor(F).to(device=device, dtype=dd), persistent=False)
         self.register_buffer("_Finv", torch.as_tensor(np.linalg.inv(F)).to(device=device, dtype=dd), persistent=False)
@@ -335,9 +358,9 @@ class SpherePDOConv(_SphereOperator):
         self.check_input(x)
         b, c, n, v = x.shape[0], self.in_type.size, self.orientations, self.mesh.num_vertices
         xt = x.permute(2, 3, 1, 0).reshape(n, v * c * b)  # (N, V C B)
-        xf = (self._F.to(x.dtype) @ xt).view(n * v, c * b)  # Fourier coefficients of the orientation axis
-        d = self._apply_operator(xf).view(5 * n, v * c * b)
-        d = (self._Finv.to(d.dtype) @ d.view(5, n, v * c * b)).view(5, n, v, c, b)  # back to orientation samples
+        xf = (self._F.to(x.dtype) @ xt).view(n, v, c * b)  # Fourier coefficients of the orientation axis
+        d = self._transported_derivatives(xf)  # (5, N, V, C B)
+        d = (self._Finv.to(d.dtype) @ d.reshape(5, n, v * c * b)).view(5, n, v, c, b)  # back to orientation samples
         e = torch.cat([xt.view(1, n, v, c, b).to(d.dtype), d]).permute(3, 1, 0, 2, 4)  # (C, N_m, 6, V, B)
         wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
         w2 = torch.matmul(wj.unsqueeze(-2), self._rot.to(wj.dtype)[:, None]).squeeze(-2)  # (O, C, N_i, N_m, 6)
@@ -346,6 +369,42 @@ class SpherePDOConv(_SphereOperator):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
+
+
+    def _band(self, f: int, sine: bool = False):
+        """(op, op_t): the (5V x V) stencil with values c cos(f delta) (or c sin(f delta)) and its transpose."""
+        val = self._val * (torch.sin(f * self._delta) if sine else torch.cos(f * self._delta))
+        return (_csr(self._crow, self._col, val, self._shape),
+                _csr(self._crow_t, self._col_t, val[self._perm], self._shape[::-1]))
+
+    def _product(self, f: int, sine: bool, x: torch.Tensor) -> torch.Tensor:
+        op, op_t = self._band(f, sine)
+        if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+            return _spmm(op, x)
+        return _SparseProduct.apply(op, op_t, x)
+
+    def _transported_derivatives(self, xf: torch.Tensor) -> torch.Tensor:
+        r"""(5, N, V, K) derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from the (N, V, K) Fourier
+        coefficients: band 0 and Nyquist scale by :math:`\cos(f\delta)`, band f's pair (a, b) rotates:
+        :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`."""
+        n, v, k = xf.shape
+        out = [None] * n
+        out[0] = self._product(0, False, xf[0])
+        for f in range(1, (n - 1) // 2 + 1):
+            ra, rb = 2 * f - 1, 2 * f
+            ab = torch.cat([xf[ra], xf[rb]], 1)  # (V, 2K): one product per matrix for both coefficients
+            ca, sa = self._product(f, False, ab), self._product(f, True, ab)
+            out[ra] = ca[:, :k] + sa[:, k:]
+            out[rb] = ca[:, k:] - sa[:, :k]
+        if n % 2 == 0:
+            out[n - 1] = self._product(n // 2, False, xf[n - 1])
+        return torch.stack([o.view(5, v, k) for o in out], 1)
+
+    def stacked_operator(self) -> torch.Tensor:
+        """The (5 N V x N V) CSR operator on the Fourier coefficients that the bands apply together (a reference
+        for tests and the dense benchmark row; float64)."""
+        return _csr(*_orientation_operator(self.level, self.orientations),
+                    (5 * self.orientations * self.mesh.num_vertices, self.orientations * self.mesh.num_vertices))
 
 
 class SphereGroupPool(EquivariantModule):
