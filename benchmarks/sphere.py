@@ -72,29 +72,41 @@ def job(kind: str, level: int, batch: int, reps: int, threads: int) -> dict:
 
 
 def breakdown(level: int = 5, batch: int = 16, reps: int = 3, threads: int = 2) -> dict:
-    """Median seconds of the parts of one SpherePDOConv forward (no grad)."""
+    """Median seconds of the parts of one SpherePDOConv forward (no grad), in the layer's order."""
+    from epdo.sphere.layers import _BandProducts, _batch_chunk
+
     torch.set_num_threads(threads)
     conv = _conv(level, False).eval()
     b, c, n, v = batch, FIELDS, N, conv.mesh.num_vertices
+    bb = _batch_chunk(b, c)
+    j = b // bb
     x = torch.randn(b, c, n, v)
+    bufs = (conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t, conv._perm)
     with torch.no_grad():
-        xt = x.permute(2, 3, 1, 0).reshape(n, v * c * b)
-        xf = (conv._F @ xt).view(n, v, c * b)
-        d = conv._transported_derivatives(xf)
-        e = torch.cat([xt.view(1, n, v, c, b), (conv._Finv @ d.reshape(5, n, -1)).view(5, n, v, c, b)]).permute(3, 1, 0, 2, 4)
+        def fourier():
+            xt = x.view(j, bb, c, n, v).permute(3, 0, 4, 1, 2).reshape(n, -1)
+            return (conv._F @ xt).view(n, j, v, bb * c)
+
+        xf = fourier()
+        d = _BandProducts.apply(xf, *bufs)
+
+        def gather():
+            return torch.cat([xf.view(n, j, 1, v, bb, c).permute(5, 0, 2, 1, 3, 4),
+                              d.view(n, j, 5, v, bb, c).permute(5, 0, 2, 1, 3, 4)], 2)
+
+        e = gather().reshape(c * n * 6, -1)
         w2 = torch.randn(c * n, c * n * 6)
         parts = {
-            "permute_and_fourier": median_time(lambda: conv._F @ x.permute(2, 3, 1, 0).reshape(n, v * c * b), reps, 1),
-            "sparse_product": median_time(lambda: conv._transported_derivatives(xf), reps, 1),
-            "inverse_fourier": median_time(lambda: conv._Finv @ d.reshape(5, n, -1), reps, 1),
-            "gather_6_terms": median_time(lambda: e.reshape(c * n * 6, v * b), reps, 1),
-            "weight_gemm": median_time(lambda: w2 @ e.reshape(c * n * 6, v * b), reps, 1),
+            "permute_and_fourier": median_time(fourier, reps, 1),
+            "sparse_product": median_time(lambda: _BandProducts.apply(xf, *bufs), reps, 1),
+            "gather_6_terms": median_time(gather, reps, 1),
+            "weight_gemm": median_time(lambda: w2 @ e, reps, 1),
             "whole_forward": median_time(lambda: conv(x), reps, 1),
         }
     nnz = int(conv._val.numel())  # the scalar (5V x V) stencil pattern that every band shares
-    columns = c * b * (1 + 4 * ((n - 1) // 2) + (n % 2 == 0))  # band 0, two products of 2cb per pair, Nyquist
-    return dict(level=level, batch=batch, nnz=nnz, gemm_gflop=2 * (c * n) * (c * n * 6) * v * b / 1e9,
-                sparse_gflop=2 * nnz * columns / 1e9, **parts)
+    columns = c * b * (1 + 4 * ((n - 1) // 2) + (n % 2 == 0))  # band 0, four products per pair, Nyquist
+    return dict(level=level, batch=batch, block_columns=bb * c, nnz=nnz,
+                gemm_gflop=2 * (c * n) * (c * n * 6) * v * b / 1e9, sparse_gflop=2 * nnz * columns / 1e9, **parts)
 
 
 def pictures(pdo_ckpt: str, mesh_ckpt: str, out: Path = Path(__file__).resolve().parents[1] / "docs" / "figures",
