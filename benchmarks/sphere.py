@@ -46,7 +46,12 @@ def _conv(level: int, dense: bool):
         op = conv.stacked_operator().to_dense().to(torch.get_default_dtype())
         n, v = conv.orientations, conv.mesh.num_vertices
         # the same layer with the dense stacked (5NV x NV) operator in place of the per-band sparse products
-        conv._transported_derivatives = lambda xf: (op @ xf.reshape(n * v, -1)).view(5, n, v, -1)
+        def dense_derivatives(xf):  # (N, J, V, K) -> (N, J, 5, V, K), as the layer's band products
+            j, k = xf.shape[1], xf.shape[3]
+            d = op @ xf.permute(0, 2, 1, 3).reshape(n * v, j * k)
+            return d.view(5, n, v, j, k).permute(1, 3, 0, 2, 4)
+
+        conv._derivatives = dense_derivatives
     return conv
 
 

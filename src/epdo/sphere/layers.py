@@ -440,11 +440,7 @@ class SpherePDOConv(_SphereOperator):
         # (N, J, V, bb C): per orientation, batch chunks of bb elements, each a (V, bb C) matrix (rows: vertices)
         xt = x.view(j, bb, c, n, v).permute(3, 0, 4, 1, 2).reshape(n, j * v * bb * c)
         xf = (self._F.to(x.dtype) @ xt).view(n, j, v, bb * c)  # Fourier coefficients of the orientation axis
-        if _tracing():
-            d = self._transported_derivatives(xf)
-        else:
-            d = _BandProducts.apply(xf, self._crow, self._col, self._val, self._delta, self._crow_t, self._col_t,
-                                    self._perm)
+        d = self._derivatives(xf)
         # e[c, r, k, (J, V, bb)]: value (k = 0) and five derivatives, all in the Fourier basis (r) of the axis
         e = torch.cat([xf.view(n, j, 1, v, bb, c).to(d.dtype).permute(5, 0, 2, 1, 3, 4),
                        d.reshape(n, j, 5, v, bb, c).permute(5, 0, 2, 1, 3, 4)], 2)
@@ -470,6 +466,14 @@ class SpherePDOConv(_SphereOperator):
         if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
             return _spmm(op, x)
         return _SparseProduct.apply(op, op_t, x)
+
+    def _derivatives(self, xf: torch.Tensor) -> torch.Tensor:
+        """(N, J, 5, V, K) transported derivatives: the blocked :class:`_BandProducts`, or its plain-torch
+        reference while fx traces."""
+        if _tracing():
+            return self._transported_derivatives(xf)
+        return _BandProducts.apply(xf, self._crow, self._col, self._val, self._delta, self._crow_t, self._col_t,
+                                   self._perm)
 
     def _transported_derivatives(self, xf: torch.Tensor) -> torch.Tensor:
         r"""(N, J, 5, V, K) derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from the (N, J, V, K)
