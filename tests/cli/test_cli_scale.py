@@ -172,15 +172,23 @@ def test_clear_errors(cli, folder, tmp_path, capsys):
     assert cli("-q", "train", *_args(folder, tmp_path / "a", "--epochs", "1", "--accumulate", "3")) == 2
     assert "--batch-size 8 is not divisible by 1 process x --accumulate 3 = 3" in capsys.readouterr().err
     assert cli("-q", "train", *_args(folder, tmp_path / "b", "--epochs", "1", "--sync-bn")) == 2
-    assert "--sync-bn needs CUDA" in capsys.readouterr().err
+    assert "torch's SyncBatchNorm runs on GPUs only" in capsys.readouterr().err
     assert cli("-q", "train", "--model", "tiny-cnn", "--data", "sample", "--limit-train", "64", "--epochs", "1",
                "--amp", "bf16", "--out", tmp_path / "c") == 2
     assert "--amp is implemented for streaming datasets" in capsys.readouterr().err
-    eq = ["--model", "res26-spdo-fd", "--model-kw", "width_factor=0.1", "--model-kw", "num_classes=3"]
-    args = _args(folder, tmp_path / "d", "--epochs", "1", "--sync-bn")
-    args[: len(MODEL)] = eq
-    assert cli("-q", "train", *args) == 2
-    assert "FieldBatchNorm has no synchronised version" in capsys.readouterr().err
+
+
+def test_sync_bn_converts_field_batch_norms_on_cpu():
+    """--sync-bn on the CPU: the equivariant model's FieldBatchNorms synchronise (no torch batch norm to refuse)."""
+    from epdo import models
+    from epdo.cli.common import DistContext
+    from epdo.cli.stream import _check_bn
+    from epdo.nn import FieldBatchNorm
+
+    model = _check_bn(models.create("res26-spdo-fd", width_factor=0.1, num_classes=3), True,
+                      DistContext(device=torch.device("cpu")))
+    bns = [m for m in model.modules() if isinstance(m, FieldBatchNorm)]
+    assert bns and all(m.sync for m in bns)
 
 
 def test_models_flops_table(cli, capsys):

@@ -13,8 +13,9 @@ with pinned memory, steps instead of whole in-memory epochs, and the features of
   ``torch.channels_last``.
 * **Schedule.** Per step: linear warmup over ``--warmup-epochs`` (fractional allowed), then the recipe's
   schedule (cosine: over the remaining steps; others: per epoch). ``--label-smoothing`` in the cross-entropy.
-* **Batch norm.** ``--sync-bn`` converts ``torch.nn.BatchNorm*`` to ``SyncBatchNorm`` (CUDA only, as torch's);
-  epdo's ``FieldBatchNorm`` has no synchronised version yet: refused with a message.
+* **Batch norm.** ``--sync-bn`` makes epdo's ``FieldBatchNorm`` pool its statistics over the ranks
+  (:func:`epdo.nn.convert_sync_batchnorm`, any backend) and converts ``torch.nn.BatchNorm*`` to ``SyncBatchNorm``
+  (CUDA only, as torch's): on the CPU a model with torch batch norms is refused with a message.
 * **Checkpoints.** ``last.pt`` every ``--checkpoint-every`` steps and at the end of each epoch (atomic, verified,
   rank 0 only), ``best.pt`` by validation error. They hold the position inside the epoch (batches done), the
   optimizer, scheduler, GradScaler and RNG states, so ``--resume`` continues mid-epoch and, on the CPU, gives
@@ -59,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (fp16 with a GradScaler)")
     g.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     g.add_argument("--accumulate", type=int, help="gradient accumulation: micro-batches per optimizer step (default 1)")
-    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm for torch batch norms (CUDA)")
+    g.add_argument("--sync-bn", action="store_true", default=None, help="batch statistics over all ranks: FieldBatchNorm on any backend, torch batch norms on CUDA")
     g.add_argument("--warmup-epochs", type=float, help="linear learning-rate warmup, in epochs (default 0)")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
     g.add_argument("--checkpoint-every", type=int, help="write last.pt every N optimizer steps (default: per epoch)")
@@ -150,14 +151,14 @@ def _lr_factor(recipe: TrainDefaults, step: float, steps_per_epoch: int, epochs:
 def _check_bn(model: nn.Module, sync: bool, ctx: DistContext) -> nn.Module:
     if not sync:
         return model
-    from epdo.nn import FieldBatchNorm
+    from epdo.nn import convert_sync_batchnorm
 
-    if any(isinstance(m, FieldBatchNorm) for m in model.modules()):
-        raise CLIError("--sync-bn: epdo's FieldBatchNorm has no synchronised version yet (equivariant models); "
-                       "train without --sync-bn (per-rank batch statistics)")
-    if ctx.device.type != "cuda":
-        raise CLIError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only)")
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = convert_sync_batchnorm(model)  # FieldBatchNorm: all-reduced statistics on any backend
+    torch_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if torch_bn and ctx.device.type != "cuda":
+        raise CLIError("--sync-bn: this model has torch.nn batch norms, and torch's SyncBatchNorm runs on GPUs "
+                       "only (epdo's FieldBatchNorm synchronises on CPU too); train on CUDA or without --sync-bn")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if torch_bn else model
 
 
 @torch.no_grad()

@@ -265,6 +265,9 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
     model.to(ctx.device)
     net: nn.Module = model
     if ctx.distributed:
+        from epdo.nn import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)  # FieldBatchNorm: statistics over all ranks (any backend)
         if ctx.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index])

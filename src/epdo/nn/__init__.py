@@ -5,7 +5,7 @@ from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
 from .pdo_base import PDOLayerBase
 from .pdoconv import PDOConv
 from .neural_epdo import NeuralEPDO
-from .batchnorm import FieldBatchNorm
+from .batchnorm import FieldBatchNorm, convert_sync_batchnorm
 from .dropout import FieldDropout
 from .nonlinearities import ELU, NormNonlinearity, ReLU
 from .pointwise import PointwiseLinear

@@ -16,6 +16,13 @@ For a field f with representation :math:`\rho = Q(\oplus_i\psi_i)Q^{-1}`:
 .. math:: y = \gamma\,\frac{f - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta.
 
 This is escnn's ``InnerBatchNorm`` for permutation fields and its ``IIDBatchNorm`` approach for the others.
+
+**Synchronised statistics** (data-parallel training): :func:`convert_sync_batchnorm` makes every
+FieldBatchNorm of a model pool its batch statistics over the ranks of a process group: the channel sums, the
+value count and the field sums of squares are all-reduced with the autograd-aware
+``torch.distributed.nn.all_reduce`` (so the gradient also flows through the other ranks' statistics, as in
+``torch.nn.SyncBatchNorm``). Unlike torch's, it runs on every backend (gloo on CPU, NCCL on GPUs); with K ranks
+of batch B it computes what one process computes on the K B samples.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from .base import EquivariantModule
 from .expansion import FieldBias
 from .nonlinearities import is_permutation_representation
 
-__all__ = ["FieldBatchNorm"]
+__all__ = ["FieldBatchNorm", "convert_sync_batchnorm"]
 
 
 def _mean_projector(rep) -> np.ndarray:
@@ -106,6 +113,8 @@ class FieldBatchNorm(EquivariantModule):
         self.register_buffer("running_mean", torch.zeros(c, **fk))
         self.register_buffer("running_var", torch.ones(n, **fk))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        self.process_group = None  # set by convert_sync_batchnorm: statistics pooled over this group's ranks
+        self.sync = False
         if self.affine:
             self.weight = nn.Parameter(torch.ones(n, **fk))
             self.bias_term = FieldBias(list(reps), **fk)
@@ -150,16 +159,26 @@ class FieldBatchNorm(EquivariantModule):
         dims = (0,) + tuple(range(2, x.dim()))
         shape = (1, -1) + (1,) * (x.dim() - 2)
         n = x.numel() // max(x.shape[1], 1)  # values per channel
+        sync = self.training and self._synchronised()
         with torch.autocast(x.device.type, enabled=False):
             xs = x.to(ct)
+            if sync:  # the count first: ranks with an empty batch still take part in the reductions
+                n = int(self._all_reduce(torch.tensor([float(n)], dtype=torch.float64, device=x.device)).item())
             if self.training and n > 0:
                 if n < 2:
                     raise ValueError(f"FieldBatchNorm: expected more than one value per channel in training mode, "
                                      f"got input shape {tuple(x.shape)}")
-                mean = self.project_mean(xs.mean(dim=dims)) if self.centre else xs.new_zeros(x.shape[1])
+                if sync:
+                    raw = self._all_reduce(xs.sum(dim=dims)) / n
+                else:
+                    raw = xs.mean(dim=dims)
+                mean = self.project_mean(raw) if self.centre else xs.new_zeros(x.shape[1])
                 xc = xs - mean.view(shape)
                 z = xc if self.orthogonal else torch.einsum("oc,bc...->bo...", self._qinv.to(ct), xc)
-                var = self._field_sum(z.square().mean(dim=dims)) / self._field_size.to(ct)
+                if sync:
+                    var = self._all_reduce(self._field_sum(z.square().sum(dim=dims))) / (n * self._field_size.to(ct))
+                else:
+                    var = self._field_sum(z.square().mean(dim=dims)) / self._field_size.to(ct)
                 with torch.no_grad():
                     self.num_batches_tracked.add_(1)
                     m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -180,5 +199,38 @@ class FieldBatchNorm(EquivariantModule):
                     y = y + b.to(ct).view(shape)
         return y.to(dt)
 
+    def _synchronised(self) -> bool:
+        if not self.sync:
+            return False
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over the group's ranks, differentiable (the backward all-reduces the gradient)."""
+        from torch.distributed.nn import all_reduce
+
+        from torch.distributed import group
+
+        return all_reduce(t, group=self.process_group if self.process_group is not None else group.WORLD)
+
     def extra_repr(self) -> str:
-        return f"{self.in_type}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        sync = ", sync=True" if self.sync else ""
+        return f"{self.in_type}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{sync}"
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """Make every :class:`FieldBatchNorm` in ``module`` pool its training statistics over ``process_group``
+    (default: the world group) and return ``module`` (changed in place; the parameters and buffers stay).
+    Outside an initialised process group, or with one rank, the layers compute their local statistics.
+
+    >>> from epdo import groups, fields
+    >>> G = groups.cyclic(4)
+    >>> net = convert_sync_batchnorm(nn.Sequential(FieldBatchNorm(fields.FieldType(G, [G.regular]))))
+    >>> net[0].sync
+    True
+    """
+    for m in module.modules():
+        if isinstance(m, FieldBatchNorm):
+            m.sync, m.process_group = True, process_group
+    return module
