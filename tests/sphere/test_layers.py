@@ -204,6 +204,28 @@ def test_pdoconv_blocking_does_not_change_the_output(batch, monkeypatch):
             assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
 
 
+def test_pdoconv_locality_order_does_not_change_the_output(monkeypatch):
+    """The vertex relabelling used from level 6 on (a speed knob) gives the same outputs and gradients; forced
+    here at level 2."""
+    import epdo.sphere.layers as sl
+
+    torch.manual_seed(5)
+    x = torch.randn(2, 2, 4, 162, dtype=F64, requires_grad=True)
+    outs = []
+    for min_level in (99, 0):
+        monkeypatch.setattr(sl, "_LOCAL_ORDER_MIN_LEVEL", min_level)
+        torch.manual_seed(6)
+        conv = SpherePDOConv(sphere_type(I, 2, 4), sphere_type(I, 3, 4), 2, dtype=F64)
+        torch.nn.init.normal_(conv.bias)
+        assert (conv._order is not None) == (min_level == 0)
+        y = conv(x)
+        outs.append((y, *torch.autograd.grad((y * y.detach().cos()).sum(), (x, conv.weight))))
+    order = sl._locality_order(icosphere(2).vertices)
+    assert sorted(order.tolist()) == list(range(162)) and (order != np.arange(162)).any()
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
+
+
 def test_pool_and_group_pool():
     level = 2
     t = sphere_type(I, 2, 6)
