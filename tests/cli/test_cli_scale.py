@@ -88,6 +88,62 @@ def test_resume_mid_epoch_is_bit_exact(cli, folder, tmp_path, monkeypatch):
     assert [r["valid_loss"] for r in ra] == [r["valid_loss"] for r in rb]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_on_shards_is_bit_exact(cli, folder, tmp_path, monkeypatch, workers):
+    """Webdataset shards (shuffled shard order and sample buffer, per-sample augmentation seeds, DataLoader
+    workers taking turns): a run cut after a mid-epoch step and resumed ends with the same weights."""
+    from epdo.data.imagefolder import ImageFolder, ImageTransform, write_shards
+
+    data = tmp_path / "shards"
+    for split in ("train", "val"):
+        write_shards(ImageFolder(folder / split, ImageTransform(train=False)), data / split, per_shard=5)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    batch = 8 if workers == 0 else 4  # 24 images: 3 steps per epoch, or 6 (each worker 3 turns of 4)
+    steps = 24 // batch
+    args = ["--epochs", "2", "--checkpoint-every", "1", "--num-workers", str(workers), "--batch-size", str(batch)]
+
+    def run(out, *more):
+        return cli("-q", "train", *_args(data, out, *args, *more))
+
+    assert run(full) == 0
+    done = 1 if workers == 0 else 3  # steps of epoch 2 before the cut (with workers: odd, worker 1 goes next)
+    monkeypatch.setenv(FAIL_AFTER_STEP_ENV, str(steps + done))
+    with pytest.raises(SimulatedStepFailure):
+        run(cut)
+    monkeypatch.delenv(FAIL_AFTER_STEP_ENV)
+    ck = torch.load(cut / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["batch_in_epoch"] == done
+    assert run(cut, "--resume") == 0
+    a = torch.load(full / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut / "last.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # fails if the skip were wrong
+    ra, rb = read_jsonl(full / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
+    assert [r["valid_loss"] for r in ra] == [r["valid_loss"] for r in rb]
+
+
+def test_shard_skip_follows_the_dataloader_round_robin(folder, tmp_path):
+    """set_start(b, size) leaves exactly the batches a DataLoader yields after its first b (0 and 2 workers)."""
+    from torch.utils.data import DataLoader
+
+    from epdo.data.imagefolder import ImageFolder, ImageShards, ImageTransform, collate_skip, write_shards
+
+    write_shards(ImageFolder(folder / "train", ImageTransform(train=False)), tmp_path / "train", per_shard=5)
+    classes = ImageFolder(folder / "train", ImageTransform(train=False)).classes
+    for workers in (0, 2):
+        def batches(skip):
+            ds = ImageShards(tmp_path / "train", ImageTransform(16, train=True), classes, seed=3)
+            ds.set_start(skip, 3)
+            dl = DataLoader(ds, batch_size=3, drop_last=True, num_workers=workers, collate_fn=collate_skip)
+            return [b[0] for b in dl]
+
+        everything = batches(0)
+        assert len(everything) == 8
+        for skip in (1, 3, 5):
+            rest = batches(skip)
+            assert len(rest) == len(everything) - skip
+            assert all(torch.equal(a, b) for a, b in zip(rest, everything[skip:]))
+
+
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(cli, folder, tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

@@ -19,7 +19,8 @@ with pinned memory, steps instead of whole in-memory epochs, and the features of
 * **Checkpoints.** ``last.pt`` every ``--checkpoint-every`` steps and at the end of each epoch (atomic, verified,
   rank 0 only), ``best.pt`` by validation error. They hold the position inside the epoch (batches done), the
   optimizer, scheduler, GradScaler and RNG states, so ``--resume`` continues mid-epoch and, on the CPU, gives
-  the same weights bit for bit as an uninterrupted run (tested).
+  the same weights bit for bit as an uninterrupted run (tested, for folders and for shards: ``ImageShards``
+  skips the batches already done without decoding them, each DataLoader worker its own share).
 * **Metrics.** ``steps.jsonl`` every ``--log-every`` steps (loss, lr, images/s, skipped images) and
   ``metrics.jsonl`` per epoch (train/valid loss and error, images/s, epoch time, skipped images); images/s count
   the images of all ranks.
@@ -126,11 +127,13 @@ def _loader(ds, cfg, s, ctx: DistContext, epoch: int, start: int, workers: int, 
     common = dict(num_workers=workers, pin_memory=pin, collate_fn=collate_skip,
                   persistent_workers=False, prefetch_factor=2 if workers else None)
     if isinstance(ds, IterableDataset):
-        if start:
-            raise CLIError("--resume inside an epoch is implemented for image folders, not for shards; "
-                           "use --checkpoint-every with folders, or resume at epoch boundaries")
         if hasattr(ds, "set_rank"):
             ds.set_rank(ctx.rank, W)
+        if start and not hasattr(ds, "set_start"):
+            raise CLIError(f"--resume inside an epoch needs a dataset that can skip its first batches; "
+                           f"{type(ds).__name__} cannot: resume at an epoch boundary")
+        if hasattr(ds, "set_start"):  # the rank's first start * K micro-batches of B / (W K) are skipped
+            ds.set_start(start * K, B // (W * K))
         steps = len(ds) // (B // W)
         return DataLoader(ds, batch_size=B // (W * K), drop_last=True, **common), steps
     n = len(ds) if cfg.get("limit_train") is None else min(len(ds), cfg["limit_train"])

@@ -313,11 +313,30 @@ class ImageShards(IterableDataset):
         self.classes, self.num_classes = list(classes), len(classes)
         self.transform, self.seed, self.shuffle, self.buffer = transform, int(seed), bool(shuffle), int(buffer)
         self.epoch, self.rank, self.world = 0, None, None
+        self.skip_batches, self.batch_size = 0, 1  # set_start: resume inside an epoch
         self.name, self.split, self.is_replica = name, split, False
         self.description = f"{name} ({len(self.shards)} shards of {self.prefix}, {sum(self.counts):,} images)"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def set_start(self, batches: int, batch_size: int) -> None:
+        """Begin the next pass after this rank's first ``batches`` batches of ``batch_size`` (as a DataLoader with
+        ``drop_last=True`` would have yielded them, its workers in turn): every worker skips its share without
+        decoding, keeping the shuffle buffer, the per-sample seeds and hence the rest of the epoch unchanged."""
+        if batches < 0 or batch_size < 1:
+            raise ValueError(f"ImageShards.set_start: expected batches >= 0 and batch_size >= 1, got {batches}, "
+                             f"{batch_size}")
+        self.skip_batches, self.batch_size = int(batches), int(batch_size)
+
+    def _worker_role(self, wid: int, nw: int, quota: int) -> tuple[int, int]:
+        """``(logical worker, samples it skips)`` for DataLoader worker ``wid`` of ``nw``. Every worker has the same
+        quota, so the DataLoader's turns cycle through the logical workers 0, 1, ..., nw - 1 for the whole epoch;
+        after ``skip_batches`` batches the next turn is logical worker ``skip_batches % nw``, which is why the
+        DataLoader's worker 0 (its first turn) plays that one when resuming."""
+        lw = (wid + self.skip_batches) % nw
+        taken = self.skip_batches // nw + (1 if lw < self.skip_batches % nw else 0)
+        return lw, min(taken * self.batch_size, quota)
 
     def set_rank(self, rank: int, world: int) -> None:
         if not 0 <= rank < world:
@@ -369,8 +388,10 @@ class ImageShards(IterableDataset):
         per_rank = sum(self.counts) // world
         info = get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        # this worker's quota of the rank's per_rank samples, and its shards (cycled if they hold fewer)
-        quota = per_rank // nw + (1 if wid < per_rank % nw else 0)
+        # every worker the same quota of the rank's per_rank samples (the < nw left over are dropped: equal turns,
+        # see _worker_role), its shards (cycled if they hold fewer); resuming: its role and what it skips
+        quota = per_rank // nw
+        wid, skip = self._worker_role(wid, nw, quota)
         shards = mine[wid::nw] or mine
         wrng = random.Random((self.seed * 1_000_003 + self.epoch) * 7919 + rank * 131 + wid)
         def stream():  # the worker's shards in order, cycled only as far as its quota needs
@@ -386,10 +407,13 @@ class ImageShards(IterableDataset):
                     continue
                 sample = buf.pop(wrng.randrange(len(buf)))
             k += 1
-            yield self._item(sample, k, rank, wid)
+            if k > skip:
+                yield self._item(sample, k, rank, wid)
         while buf:
             k += 1
-            yield self._item(buf.pop(wrng.randrange(len(buf))), k, rank, wid)
+            sample = buf.pop(wrng.randrange(len(buf)))
+            if k > skip:
+                yield self._item(sample, k, rank, wid)
 
     def _item(self, sample: tuple[str, bytes, int], k: int, rank: int, wid: int):
         name, data, label = sample
