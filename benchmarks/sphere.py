@@ -46,10 +46,10 @@ def _conv(level: int, dense: bool):
         op = conv.stacked_operator().to_dense().to(torch.get_default_dtype())
         n, v = conv.orientations, conv.mesh.num_vertices
         # the same layer with the dense stacked (5NV x NV) operator in place of the per-band sparse products
-        def dense_derivatives(xf):  # (N, J, V, K) -> (N, J, 5, V, K), as the layer's band products
-            j, k = xf.shape[1], xf.shape[3]
-            d = op @ xf.permute(0, 2, 1, 3).reshape(n * v, j * k)
-            return d.view(5, n, v, j, k).permute(1, 3, 0, 2, 4)
+        def dense_derivatives(xf):  # (N, B, V, C) -> (B, V, N, 6, C), as the layer's band products
+            b, c = xf.shape[1], xf.shape[3]
+            d = (op @ xf.permute(0, 2, 1, 3).reshape(n * v, b * c)).view(5, n, v, b, c).permute(3, 2, 1, 0, 4)
+            return torch.cat([xf.permute(1, 2, 0, 3)[:, :, :, None], d], 3)
 
         conv._derivatives = dense_derivatives
     return conv
@@ -78,40 +78,32 @@ def job(kind: str, level: int, batch: int, reps: int, threads: int) -> dict:
 
 def breakdown(level: int = 5, batch: int = 16, reps: int = 3, threads: int = 2) -> dict:
     """Median seconds of the parts of one SpherePDOConv forward (no grad), in the layer's order."""
-    from epdo.sphere.layers import _BandProducts, _batch_chunk
+    from epdo.sphere.layers import _BandProducts
 
     torch.set_num_threads(threads)
     conv = _conv(level, False).eval()
     b, c, n, v = batch, FIELDS, N, conv.mesh.num_vertices
-    bb = _batch_chunk(b, c)
-    j = b // bb
     x = torch.randn(b, c, n, v)
     bufs = (conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t, conv._perm)
     with torch.no_grad():
         def fourier():
-            xt = x.view(j, bb, c, n, v).permute(3, 0, 4, 1, 2).reshape(n, -1)
-            return (conv._F @ xt).view(n, j, v, bb * c)
+            return (conv._F @ x.permute(2, 0, 3, 1).reshape(n, -1)).view(n, b, v, c)
 
         xf = fourier()
-        d = _BandProducts.apply(xf, *bufs)
-
-        def gather():
-            return torch.cat([xf.view(n, j, 1, v, bb, c).permute(5, 0, 2, 1, 3, 4),
-                              d.view(n, j, 5, v, bb, c).permute(5, 0, 2, 1, 3, 4)], 2)
-
-        e = gather().reshape(c * n * 6, -1)
-        w2 = torch.randn(c * n, c * n * 6)
+        e = _BandProducts.apply(xf, *bufs).reshape(b * v, n * 6 * c)
+        w2 = torch.randn(c * n, n * 6 * c)
+        y = e @ w2.t()
         parts = {
             "permute_and_fourier": median_time(fourier, reps, 1),
-            "sparse_product": median_time(lambda: _BandProducts.apply(xf, *bufs), reps, 1),
-            "gather_6_terms": median_time(gather, reps, 1),
-            "weight_gemm": median_time(lambda: w2 @ e, reps, 1),
+            "band_products_into_operand": median_time(lambda: _BandProducts.apply(xf, *bufs), reps, 1),
+            "weight_gemm": median_time(lambda: e @ w2.t(), reps, 1),
+            "output_transpose": median_time(lambda: y.view(b, v, -1).transpose(1, 2).contiguous(), reps, 1),
             "whole_forward": median_time(lambda: conv(x), reps, 1),
         }
-    nnz = int(conv._val.numel())  # the scalar (5V x V) stencil pattern that every band shares
+    nnz = int(conv._val.numel())  # the (6V x V) vertex-major pattern (value row + five derivatives)
     columns = c * b * (1 + 4 * ((n - 1) // 2) + (n % 2 == 0))  # band 0, four products per pair, Nyquist
-    return dict(level=level, batch=batch, block_columns=bb * c, nnz=nnz,
-                gemm_gflop=2 * (c * n) * (c * n * 6) * v * b / 1e9, sparse_gflop=2 * nnz * columns / 1e9, **parts)
+    return dict(level=level, batch=batch, nnz=nnz, gemm_gflop=2 * (c * n) * (c * n * 6) * v * b / 1e9,
+                sparse_gflop=2 * nnz * columns / 1e9, **parts)
 
 
 def pictures(pdo_ckpt: str, mesh_ckpt: str, out: Path = Path(__file__).resolve().parents[1] / "docs" / "figures",

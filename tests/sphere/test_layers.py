@@ -160,48 +160,30 @@ def test_pdoconv_exact_on_band_limited_input_with_enough_orientations():
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
 def test_band_products_equal_the_stacked_operator_with_gradients(n):
-    """The blocked per-band products (shared stencil pattern, values c cos(f delta), c sin(f delta), stored
-    transpose for backward) and their plain-torch reference equal the stacked (5NV x NV) orientation operator
-    applied densely, values and gradients."""
+    """The per-band products (vertex-major (6V x V) operator with the value as row 0, values c cos(f delta),
+    c sin(f delta), stored transpose for backward) and their plain-torch reference equal the value plus the
+    stacked (5NV x NV) orientation operator applied densely, values and gradients."""
     from epdo.sphere.layers import _BandProducts
 
     level = 1
     torch.manual_seed(3)
-    conv = SpherePDOConv(sphere_type(I, 2, n), sphere_type(I, 2, n), level, dtype=F64)
+    conv = SpherePDOConv(sphere_type(I, 2, n), sphere_type(I, 3, n), level, dtype=F64)
     nv = conv.mesh.num_vertices
     dense = conv.stacked_operator().to_dense()
-    j, k = 3, 4
-    xf = torch.randn(n, j, nv, k, dtype=F64, requires_grad=True)
-    g = torch.randn(n, j, 5, nv, k, dtype=F64)
-    x2 = xf.detach().permute(0, 2, 1, 3).reshape(n * nv, j * k)  # rows (r, V), columns (J, K)
-    ref = (dense @ x2).view(5, n, nv, j, k).permute(1, 3, 0, 2, 4)
-    g2 = g.permute(2, 0, 3, 1, 4).reshape(5 * n * nv, j * k)
-    gref = (dense.t() @ g2).view(n, nv, j, k).permute(0, 2, 1, 3)
+    b, c = 3, 2
+    xf = torch.randn(n, b, nv, c, dtype=F64, requires_grad=True)
+    g = torch.randn(b, nv, n, 6, c, dtype=F64)
+    x2 = xf.detach().permute(0, 2, 1, 3).reshape(n * nv, b * c)  # rows (r, V), columns (B, C)
+    ref = torch.cat([xf.detach().permute(1, 2, 0, 3)[:, :, :, None],
+                     (dense @ x2).view(5, n, nv, b, c).permute(3, 2, 1, 0, 4)], 3)
+    g2 = g[:, :, :, 1:].permute(3, 2, 1, 0, 4).reshape(5 * n * nv, b * c)
+    gref = (dense.t() @ g2).view(n, nv, b, c).permute(0, 2, 1, 3) + g[:, :, :, 0].permute(2, 0, 1, 3)
     fast = _BandProducts.apply(xf, conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t,
                                conv._perm)
     for got in (fast, conv._transported_derivatives(xf)):
         assert torch.allclose(got, ref, atol=1e-13 * float(ref.abs().max()))
         (gx,) = torch.autograd.grad((got * g).sum(), xf)
         assert torch.allclose(gx, gref, atol=1e-13 * float(gref.abs().max()))
-
-
-@pytest.mark.parametrize("batch", [1, 5, 6])
-def test_pdoconv_blocking_does_not_change_the_output(batch, monkeypatch):
-    """Batch blocks of any size (the block width is a speed knob) give the same output and gradients."""
-    import epdo.sphere.layers as sl
-
-    torch.manual_seed(4)
-    conv = SpherePDOConv(sphere_type(I, 3, 4), sphere_type(I, 2, 4), 1, dtype=F64)
-    torch.nn.init.normal_(conv.bias)
-    x = torch.randn(batch, 3, 4, 42, dtype=F64, requires_grad=True)
-    outs = []
-    for width in (1, 6, 1000):
-        monkeypatch.setattr(sl, "_BLOCK_COLUMNS", width)
-        y = conv(x)
-        outs.append((y, *torch.autograd.grad((y * y.detach().sin()).sum(), (x, conv.weight))))
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other):
-            assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
 
 
 def test_pdoconv_locality_order_does_not_change_the_output(monkeypatch):

@@ -247,81 +247,98 @@ def _spmm(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return op @ x.to(op.dtype)
 
 
-#: columns per sparse product of SpherePDOConv: about 32 keep a (V x K) block of a level-5/6 signal in cache
-#: (measured on a 2-core AVX-512 EPYC: 10 GFLOP/s at 32 columns, 4 at 512)
-_BLOCK_COLUMNS = 32
+@lru_cache(maxsize=8)
+def _vertex_major_pattern(level: int, local: bool = False) -> dict[str, np.ndarray]:
+    r"""The (6V x V) operator of :class:`SpherePDOConv`: row ``6 P + k`` holds term k at vertex P, k = 0 the
+    value (the identity, transport angle 0) and k = 1..5 the five derivatives of :func:`_transport_pattern`, so
+    that one product yields the (V, 6, K) block that the weight product reads; the same keys."""
+    pat = _transport_pattern(level, local)
+    nv = icosphere(level).num_vertices
+    rows = np.repeat(np.arange(5 * nv), np.diff(pat["crow"]))
+    diag = np.arange(nv)
+    rows = np.concatenate([(rows % nv) * 6 + rows // nv + 1, diag * 6])
+    col = np.concatenate([pat["col"], diag])
+    val = np.concatenate([pat["val"], np.ones(nv)])
+    delta = np.concatenate([pat["delta"], np.zeros(nv)])
+    srt = np.lexsort((col, rows))
+    rows, col, val, delta = rows[srt], col[srt], val[srt], delta[srt]
+    perm = np.lexsort((rows, col))
+    return {"crow": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=6 * nv))]), "col": col, "val": val,
+            "delta": delta, "crow_t": np.concatenate([[0], np.cumsum(np.bincount(col, minlength=nv))]),
+            "col_t": rows[perm], "perm": perm, "order": pat["order"]}
 
 
-def _batch_chunk(batch: int, channels: int) -> int:
-    """The largest divisor bb of ``batch`` with ``bb * channels <= _BLOCK_COLUMNS`` (at least 1)."""
-    best = 1
-    for bb in range(1, batch + 1):
-        if batch % bb == 0 and bb * channels <= _BLOCK_COLUMNS:
-            best = bb
-    return best
+def _band_values(n: int, val: torch.Tensor, delta: torch.Tensor):
+    """``(f, c cos(f delta), c sin(f delta) or None)`` for the bands f = 0 .. N // 2 of the orientation axis (the
+    sine only for the pairs 1 .. (N - 1) // 2; band 0 and Nyquist have one coefficient)."""
+    for f in range(n // 2 + 1):
+        yield f, val * torch.cos(f * delta), (val * torch.sin(f * delta) if 0 < f <= (n - 1) // 2 else None)
 
 
 class _BandProducts(torch.autograd.Function):
-    r"""The transported derivatives of :meth:`SpherePDOConv._transported_derivatives` by blocks: (N, J, V, K)
-    Fourier coefficients -> (N, J, 5, V, K), one sparse product per band matrix and column block of K columns,
-    written into preallocated outputs; backward by the stored transposed pattern. The band values
-    :math:`c\cos(f\delta)`, :math:`c\sin(f\delta)` are recomputed (not stored) in both passes."""
-
-    @staticmethod
-    def _bands(n, val, delta, perm, transpose):
-        for f in range(n // 2 + 1):
-            cs = val * torch.cos(f * delta)
-            sn = val * torch.sin(f * delta) if 0 < f <= (n - 1) // 2 else None
-            if transpose:
-                cs, sn = cs[perm], (sn[perm] if sn is not None else None)
-            yield f, cs, sn
-
-    @staticmethod
-    def _run(x, n, ops, out_rows):
-        """out[r, j] for r in bands: a' = C a + S b, b' = C b - S a (ops[f] = (C_f, S_f)); ``ops`` of the
-        forward or of the transposes (then the signs of S flip: the caller passes -S)."""
-        nb, jb, rows_in, k = x.shape
-        out = x.new_empty(n, jb, out_rows, k)
-        tmp = x.new_empty(out_rows, k)
-        for f, (C, S) in ops.items():
-            if f == 0 or S is None:
-                r = 0 if f == 0 else n - 1
-                for j in range(jb):
-                    torch.mm(C, x[r, j], out=out[r, j])
-                continue
-            ra, rb = 2 * f - 1, 2 * f
-            for j in range(jb):
-                torch.mm(C, x[ra, j], out=out[ra, j])
-                torch.mm(S, x[rb, j], out=tmp)
-                out[ra, j] += tmp
-                torch.mm(C, x[rb, j], out=out[rb, j])
-                torch.mm(S, x[ra, j], out=tmp)
-                out[rb, j] -= tmp
-        return out
+    r"""(N, B, V, C) Fourier coefficients of the orientation axis -> the (B, V, N, 6, C) operand of the weight
+    product: per batch element and band one sparse product with the (6V x V) vertex-major operator
+    (:func:`_vertex_major_pattern`) into a reused buffer, copied into its slot (contiguous runs of 6 C values);
+    pairs rotate, :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`. Backward by the stored transposed pattern
+    (:math:`S 	o -S^T`). The band values are recomputed in both passes, never stored."""
 
     @staticmethod
     def forward(ctx, xf, crow, col, val, delta, crow_t, col_t, perm):
         ctx.save_for_backward(crow, col, val, delta, crow_t, col_t, perm)
         ctx.dtype = xf.dtype
-        n, j, v, k = xf.shape
+        n, b, v, c = xf.shape
         x = xf.to(val.dtype).contiguous()
+        out = x.new_empty(b, v, n, 6, c)
+        t1, t2 = x.new_empty(6 * v, c), x.new_empty(6 * v, c)
         with torch.autocast(x.device.type, enabled=False):
-            ops = {f: (_csr(crow, col, cs, (5 * v, v)), None if sn is None else _csr(crow, col, sn, (5 * v, v)))
-                   for f, cs, sn in _BandProducts._bands(n, val, delta, perm, False)}
-            out = _BandProducts._run(x, n, ops, 5 * v)
-        return out.view(n, j, 5, v, k)
+            for f, cs, sn in _band_values(n, val, delta):
+                C = _csr(crow, col, cs, (6 * v, v))
+                if sn is None:
+                    r = 0 if f == 0 else n - 1
+                    for i in range(b):
+                        torch.mm(C, x[r, i], out=t1)
+                        out[i, :, r].copy_(t1.view(v, 6, c))
+                    continue
+                S = _csr(crow, col, sn, (6 * v, v))
+                ra, rb = 2 * f - 1, 2 * f
+                for i in range(b):
+                    torch.mm(C, x[ra, i], out=t1)
+                    torch.mm(S, x[rb, i], out=t2)
+                    out[i, :, ra].copy_((t1.add_(t2)).view(v, 6, c))
+                    torch.mm(C, x[rb, i], out=t1)
+                    torch.mm(S, x[ra, i], out=t2)
+                    out[i, :, rb].copy_((t1.sub_(t2)).view(v, 6, c))
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         crow, col, val, delta, crow_t, col_t, perm = ctx.saved_tensors
-        n, j, _, v, k = g.shape
-        g = g.to(val.dtype).contiguous().view(n, j, 5 * v, k)
+        b, v, n, _, c = g.shape
+        g = g.to(val.dtype)
+        gx = g.new_empty(n, b, v, c)
+        ga, gb = g.new_empty(6 * v, c), g.new_empty(6 * v, c)
+        t = g.new_empty(v, c)
         with torch.autocast(g.device.type, enabled=False):
-            # transpose of [a'; b'] = [[C, S], [-S, C]] [a; b] is [[C^T, -S^T], [S^T, C^T]]: S -> -S^T
-            ops = {f: (_csr(crow_t, col_t, cs, (v, 5 * v)), None if sn is None else _csr(crow_t, col_t, -sn, (v, 5 * v)))
-                   for f, cs, sn in _BandProducts._bands(n, val, delta, perm, True)}
-            gx = _BandProducts._run(g, n, ops, v)
+            for f, cs, sn in _band_values(n, val, delta):
+                Ct = _csr(crow_t, col_t, cs[perm], (v, 6 * v))
+                if sn is None:
+                    r = 0 if f == 0 else n - 1
+                    for i in range(b):
+                        ga.view(v, 6, c).copy_(g[i, :, r])
+                        torch.mm(Ct, ga, out=gx[r, i])
+                    continue
+                St = _csr(crow_t, col_t, sn[perm], (v, 6 * v))
+                ra, rb = 2 * f - 1, 2 * f
+                for i in range(b):  # [a; b] grads = [[C^T, -S^T], [S^T, C^T]] [g_a'; g_b']
+                    ga.view(v, 6, c).copy_(g[i, :, ra])
+                    gb.view(v, 6, c).copy_(g[i, :, rb])
+                    torch.mm(Ct, ga, out=gx[ra, i])
+                    torch.mm(St, gb, out=t)
+                    gx[ra, i] -= t
+                    torch.mm(Ct, gb, out=gx[rb, i])
+                    torch.mm(St, ga, out=t)
+                    gx[rb, i] += t
         return gx.to(ctx.dtype), None, None, None, None, None, None, None
 
 
@@ -443,8 +460,8 @@ class SpherePDOConv(_SphereOperator):
         self.bias = nn.Parameter(torch.zeros(co, **fk)) if bias else None
         nv = self.mesh.num_vertices
         dd = dtype or torch.get_default_dtype()
-        pat = _transport_pattern(self.level, self.level >= _LOCAL_ORDER_MIN_LEVEL)
-        self._shape = (5 * nv, nv)
+        pat = _vertex_major_pattern(self.level, self.level >= _LOCAL_ORDER_MIN_LEVEL)
+        self._shape = (6 * nv, nv)
         for name in ("crow", "col", "val", "delta", "crow_t", "col_t", "perm"):
             t = torch.as_tensor(pat[name])
             self.register_buffer(f"_{name}", t.to(device=device, dtype=dd if t.is_floating_point() else None),
@@ -466,32 +483,28 @@ class SpherePDOConv(_SphereOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         b, c, n, v = x.shape[0], self.in_type.size, self.orientations, self.mesh.num_vertices
-        bb = 1 if _tracing() else _batch_chunk(b, c)  # under fx the batch size is symbolic
-        j = b // bb
-        # (N, J, V, bb C): per orientation, batch chunks of bb elements, each a (V, bb C) matrix (rows: vertices)
-        xt = x.view(j, bb, c, n, v).permute(3, 0, 4, 1, 2).reshape(n, j * v * bb * c)
-        xf = (self._F.to(x.dtype) @ xt).view(n, j, v, bb * c)  # Fourier coefficients of the orientation axis
+        # (N, B, V, C): per orientation and batch element a (V, C) matrix (rows: vertices)
+        xt = x.permute(2, 0, 3, 1).reshape(n, -1)
+        xf = (self._F.to(x.dtype) @ xt).view(n, b, v, c)  # Fourier coefficients of the orientation axis
         if self._order is not None:
             xf = xf.index_select(2, self._order)  # into the layer's vertex order
-        d = self._derivatives(xf)
-        # e[c, r, k, (J, V, bb)]: value (k = 0) and five derivatives, all in the Fourier basis (r) of the axis
-        e = torch.cat([xf.view(n, j, 1, v, bb, c).to(d.dtype).permute(5, 0, 2, 1, 3, 4),
-                       d.reshape(n, j, 5, v, bb, c).permute(5, 0, 2, 1, 3, 4)], 2)
+        e = self._derivatives(xf)  # (B, V, N_r, 6, C): value and five derivatives, Fourier basis r of the axis
         wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
         w2 = torch.matmul(wj.unsqueeze(-2), self._rot.to(wj.dtype)[:, None]).squeeze(-2)  # (O, C, N_i, N_m, 6)
         # the inverse Fourier transform folded into the weights: sum_m w2[.., m, l] Finv[m, r]
         w2 = torch.einsum("ocimk,mr->oicrk", w2, self._Finv.to(w2.dtype)).reshape(self.out_type.size * n, c * n * 6)
-        y = (w2.to(e.dtype) @ e.reshape(c * n * 6, j * v * bb)).view(self.out_type.size, n, j, v, bb)
+        w2 = w2.view(self.out_type.size * n, c, n * 6).transpose(1, 2).reshape(self.out_type.size * n, n * 6 * c)
+        y = (e.reshape(-1, n * 6 * c) @ w2.to(e.dtype).t()).view(b, v, self.out_type.size * n)  # (B, V, O N)
         if self._inv is not None:
-            y = y.index_select(3, self._inv)  # back to the mesh's vertex order
-        y = y.permute(2, 4, 0, 1, 3).reshape(b, self.out_type.size, n, v)
+            y = y.index_select(1, self._inv)  # back to the mesh's vertex order
+        y = y.transpose(1, 2).reshape(b, self.out_type.size, n, v)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
 
 
     def _band(self, f: int, sine: bool = False):
-        """(op, op_t): the (5V x V) stencil with values c cos(f delta) (or c sin(f delta)) and its transpose."""
+        """(op, op_t): the (6V x V) vertex-major operator with values c cos(f delta) (or c sin(f delta)) and its transpose."""
         val = self._val * (torch.sin(f * self._delta) if sine else torch.cos(f * self._delta))
         return (_csr(self._crow, self._col, val, self._shape),
                 _csr(self._crow_t, self._col_t, val[self._perm], self._shape[::-1]))
@@ -503,7 +516,7 @@ class SpherePDOConv(_SphereOperator):
         return _SparseProduct.apply(op, op_t, x)
 
     def _derivatives(self, xf: torch.Tensor) -> torch.Tensor:
-        """(N, J, 5, V, K) transported derivatives: the blocked :class:`_BandProducts`, or its plain-torch
+        """(B, V, N, 6, C) value and transported derivatives: :class:`_BandProducts`, or its plain-torch
         reference while fx traces."""
         if _tracing():
             return self._transported_derivatives(xf)
@@ -511,22 +524,22 @@ class SpherePDOConv(_SphereOperator):
                                    self._perm)
 
     def _transported_derivatives(self, xf: torch.Tensor) -> torch.Tensor:
-        r"""(N, J, 5, V, K) derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from the (N, J, V, K)
-        Fourier coefficients (J column blocks): band 0 and Nyquist scale by :math:`\cos(f\delta)`, band f's pair
+        r"""(B, V, N, 6, C): the value and the derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from
+        the (N, B, V, C) Fourier coefficients: band 0 and Nyquist scale by :math:`\cos(f\delta)`, band f's pair
         (a, b) rotates: :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`. The plain-torch reference of
-        :class:`_BandProducts` (one product per matrix, all blocks at once; the path fx traces for export)."""
-        n, v = self.orientations, self.mesh.num_vertices  # known ints (the batch may be symbolic under fx)
-        j, k = xf.shape[1], xf.shape[3]
-        x = xf.permute(0, 2, 1, 3).reshape(n, v, -1)
+        :class:`_BandProducts` (one product per matrix for the whole batch; the path fx traces for export)."""
+        n, v, c = self.orientations, self.mesh.num_vertices, self.in_type.size  # the batch may be symbolic (fx)
+        b = xf.shape[1]
+        x = xf.permute(0, 2, 1, 3).reshape(n, v, -1)  # (N, V, B C)
         out = [None] * n
         out[0] = self._product(0, False, x[0])
         for f in range(1, (n - 1) // 2 + 1):
-            a, b = x[2 * f - 1], x[2 * f]
-            out[2 * f - 1] = self._product(f, False, a) + self._product(f, True, b)
-            out[2 * f] = self._product(f, False, b) - self._product(f, True, a)
+            a, bb = x[2 * f - 1], x[2 * f]
+            out[2 * f - 1] = self._product(f, False, a) + self._product(f, True, bb)
+            out[2 * f] = self._product(f, False, bb) - self._product(f, True, a)
         if n % 2 == 0:
             out[n - 1] = self._product(n // 2, False, x[n - 1])
-        return torch.stack([o.view(5, v, j, k) for o in out]).permute(0, 3, 1, 2, 4)
+        return torch.stack([o.view(v, 6, b, c) for o in out], 2).permute(3, 0, 2, 1, 4)
 
     def stacked_operator(self) -> torch.Tensor:
         """The (5 N V x N V) CSR operator on the Fourier coefficients that the bands apply together (a reference
