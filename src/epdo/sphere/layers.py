@@ -438,11 +438,14 @@ class SpherePDOConv(_SphereOperator):
         level: icosphere level of the signals.
         bias: one bias per output field.
 
-    Shape: (B, C_in, N, V) -> (B, C_out, N, V). Cost: per Fourier band of the orientation axis, sparse
-    products with the level's (5V x V) stencil pattern, values :math:`c_{PQ}\cos(f\delta_{PQ})` and
-    :math:`c_{PQ}\sin(f\delta_{PQ})` (parallel transport rotates band f's pair of coefficients by
-    :math:`f\delta_{PQ}`), then one dense (C_out N) x (6 C_in N) matrix product over all vertices. Memory of the
-    operator: the scalar stencil pattern once (no N-fold stacked matrix).
+    Shape: (B, C_in, N, V) -> (B, C_out, N, V). Cost: per Fourier band of the orientation axis and batch
+    element, sparse products with the level's (6V x V) vertex-major stencil pattern (row 6P + k: the value, then
+    the five derivatives at P), values :math:`c_{PQ}\cos(f\delta_{PQ})` and :math:`c_{PQ}\sin(f\delta_{PQ})`
+    (parallel transport rotates band f's pair of coefficients by :math:`f\delta_{PQ}`), written straight into
+    the (B V) x (N 6 C_in) operand of one dense matrix product with the (N 6 C_in) x (C_out N) weights (the
+    inverse Fourier transform of the axis folded in). Memory of the operator: the stencil pattern once (no
+    N-fold stacked matrix). From level 6 on the vertices are relabelled along a Morton curve inside the layer
+    (cache locality); outputs are in the mesh's order.
     """
 
     def __init__(self, in_type: FieldType, out_type: FieldType, level: int, bias: bool = True, device=None, dtype=None):
