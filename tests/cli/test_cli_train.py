@@ -124,6 +124,31 @@ def test_options_override_the_recipe(cli, fast_args, tmp_path):
     assert models.load(out / "best.pt").features[0].out_channels == 4
 
 
+def test_recalibrate_bn_leaves_the_eval_mode_statistics_in_the_checkpoint(cli, fast_args, tmp_path):
+    """--recalibrate-bn N: the checkpoint's running statistics are recalibrate_batchnorm's on the first N training
+    samples with the checkpoint's weights (so evaluation normalises what eval mode feeds each layer)."""
+    from epdo.cli.common import dataset_arrays
+    from epdo.data import get_dataset
+    from epdo.nn import FieldBatchNorm, recalibrate_batchnorm
+
+    out = tmp_path / "run"
+    assert cli("-q", "train", *fast_args, "--limit-train", "64", "--epochs", "1", "--out", out,
+               "--recalibrate-bn", "40", "--eval-batch-size", "16") == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["train"]["recalibrate_bn"] == 40
+    saved = models.load(out / "last.pt")
+    kinds = (FieldBatchNorm, torch.nn.modules.batchnorm._BatchNorm)
+    bns = [m for m in saved.modules() if isinstance(m, kinds)]
+    assert bns
+    x, _ = dataset_arrays(get_dataset("sample", "train"), 40)
+    fresh = models.load(out / "last.pt")
+    recalibrate_batchnorm(fresh, [x[i:i + 16] for i in range(0, 40, 16)])
+    for a, b in zip(bns, [m for m in fresh.modules() if isinstance(m, kinds)], strict=True):
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-6, atol=1e-7)
+        assert int(a.num_batches_tracked) == 3  # ceil(40 / 16) recalibration batches, not the training steps
+
+
 def test_weight_decay_groups():
     model = models.create("tiny-cnn")
     recipe = models.TrainDefaults(weight_decay=0.1, decay_scope="weights")

@@ -101,3 +101,71 @@ def test_without_a_process_group_sync_layers_compute_local_statistics():
     a, b = _layer(), convert_sync_batchnorm(_layer())
     torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
     assert "sync=True" in repr(b)
+
+
+# --- recalibrate_batchnorm ------------------------------------------------------------------------------
+
+def test_recalibration_gives_each_layer_the_statistics_of_its_eval_mode_inputs():
+    """After recalibrate_batchnorm the running mean / variance of every batch norm equal the mean / variance of
+    the inputs it receives in eval mode (hooks, after the fact); a train-mode "precise BN" pass does not."""
+    from torch import nn
+
+    from epdo.nn import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    t = _field_type()
+    net = nn.Sequential(nn.Conv2d(t.size, t.size, 1), FieldBatchNorm(t, dtype=torch.float64), nn.Tanh(),
+                        nn.Conv2d(t.size, 5, 1), nn.BatchNorm2d(5), nn.Tanh(), nn.Conv2d(5, 3, 1), nn.BatchNorm2d(3))
+    net = net.double()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(3.0)
+                m.bias.normal_()
+    # batches that differ in distribution (as digits with more or less ink): batch statistics vary
+    batches = [torch.randn(16, t.size, 4, 4, dtype=torch.float64) * (1 + i) + 2 * i for i in range(3)]
+
+    def eval_inputs():
+        seen = {}
+        hooks = [m.register_forward_pre_hook(lambda m, a: seen.setdefault(m, []).append(a[0]))
+                 for m in (net[1], net[4], net[7])]
+        net.eval()
+        with torch.no_grad():
+            for b in batches:
+                net(b)
+        for h in hooks:
+            h.remove()
+        return {m: torch.cat(v) for m, v in seen.items()}
+
+    def errors():
+        x = eval_inputs()
+        bn = net[7]
+        mean = x[bn].mean(dim=(0, 2, 3))
+        return float((bn.running_mean - mean).abs().max()), x
+
+    recalibrate_batchnorm(net, batches)
+    err, x = errors()
+    assert err < 1e-12 and not net.training
+    for bn in (net[4], net[7]):
+        xs = x[bn].transpose(0, 1).reshape(bn.num_features, -1)
+        torch.testing.assert_close(bn.running_mean, xs.mean(1), rtol=0, atol=1e-12)
+        per_batch = torch.stack([xs[:, i * 256:(i + 1) * 256].var(1) for i in range(3)]).mean(0)
+        torch.testing.assert_close(bn.running_var, per_batch, rtol=1e-12, atol=1e-12)  # mean of unbiased batch vars
+    fb = net[1]
+    torch.testing.assert_close(fb.running_mean, fb.project_mean(x[fb].mean(dim=(0, 2, 3))), rtol=0, atol=1e-12)
+    # the precise-BN alternative (all layers in train mode, cumulative averages) misses the eval-mode inputs
+    for m in (net[1], net[4], net[7]):
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for b in batches:
+            net(b)
+    assert errors()[0] > 1e-2
+
+
+def test_recalibration_needs_batches():
+    with pytest.raises(ValueError, match="at least one batch"):
+        from epdo.nn import recalibrate_batchnorm
+
+        recalibrate_batchnorm(_layer(), [])

@@ -68,7 +68,7 @@ logger = logging.getLogger("epdo.cli.train")
 FAIL_AFTER_EPOCH_ENV = "EPDO_FAIL_AFTER_EPOCH"
 
 # options whose value must not change when resuming (None: not given on the command line)
-_RECIPE_OPTIONS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "augment_rotation")
+_RECIPE_OPTIONS = ("optimizer", "lr", "weight_decay", "schedule", "batch_size", "augment_rotation", "recalibrate_bn")
 _RUN_OPTIONS = ("model", "data", "setting", "data_seed", "seed", "limit_train", "limit_eval")
 
 
@@ -89,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, help="weight decay (default: recipe)")
     p.add_argument("--schedule", choices=SCHEDULES, help="lr schedule (default: recipe)")
     p.add_argument("--augment-rotation", action=argparse.BooleanOptionalAction, default=None, help="random rotations of training images")
+    p.add_argument("--recalibrate-bn", type=int, metavar="N",
+                   help="before each validation, re-estimate the batch-norm statistics layer by layer in eval mode "
+                        "on the first N training samples (epdo.nn.recalibrate_batchnorm; 0: off; default: recipe)")
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling, augmentation, dropout (default 0)")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
@@ -134,6 +137,7 @@ def _resolve_config(args: argparse.Namespace, ckpt: dict | None, last_path: Path
         recipe = info.train.replace(
             optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
             batch_size=args.batch_size, augment_rotation=args.augment_rotation, epochs=args.epochs,
+            recalibrate_bn=args.recalibrate_bn,
         )
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -177,6 +181,16 @@ def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # the run
+
+
+def _recalibrate(model: nn.Module, x_train: list[torch.Tensor], n: int, batch: int, device) -> None:
+    """The recipe's ``recalibrate_bn``: batch-norm statistics re-estimated in eval mode, layer by layer, on the
+    first ``n`` training samples (deterministic: no shuffling, no augmentation)."""
+    from epdo.nn import recalibrate_batchnorm
+
+    n = min(n, len(x_train[0]))
+    batches = [tuple(x[i:min(i + batch, n)].to(device) for x in x_train) for i in range(0, n, batch)]
+    recalibrate_batchnorm(model, batches)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -357,6 +371,9 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         ctx.heartbeat(f"epoch {epoch + 1}, validation")
         tr_loss, tr_metric, tr_count = ctx.all_reduce_sum([loss_sum, metric_sum, count])
         ctx.broadcast_buffers(model)  # evaluate every rank with rank 0's batch-norm statistics
+        if recipe.recalibrate_bn:  # the same samples on every rank: identical statistics
+            ctx.heartbeat(f"epoch {epoch + 1}, batch-norm recalibration")
+            _recalibrate(model, x_train, recipe.recalibrate_bn, args.eval_batch_size, ctx.device)
         va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size,
                                       progress=bars, desc=f"validate {epoch + 1}/{epochs}", task=task)
         epoch_time = time.perf_counter() - t0

@@ -77,6 +77,8 @@ class TrainDefaults:
         epochs, batch_size: the paper's budget; ``batch_size`` is the global batch size.
         momentum, nesterov: SGD only.
         augment_rotation: train with random rotations of the inputs.
+        recalibrate_bn: before each validation, re-estimate the batch-norm statistics layer by layer in eval
+            mode on the first this many training samples (:func:`epdo.nn.recalibrate_batchnorm`); 0: off.
     """
 
     optimizer: str = "adam"
@@ -92,15 +94,17 @@ class TrainDefaults:
     momentum: float = 0.9
     nesterov: bool = False
     augment_rotation: bool = False
+    recalibrate_bn: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, _OPTIMIZERS)
         _check_choice("schedule", self.schedule, _SCHEDULES)
         _check_choice("decay_scope", self.decay_scope, _DECAY_SCOPES)
         for key, ok in (("lr", self.lr > 0), ("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
-                        ("weight_decay", self.weight_decay >= 0), ("lr_decay", self.lr_decay > 0), ("burn_in", self.burn_in >= 0)):
+                        ("weight_decay", self.weight_decay >= 0), ("lr_decay", self.lr_decay > 0), ("burn_in", self.burn_in >= 0),
+                        ("recalibrate_bn", self.recalibrate_bn >= 0)):
             if not ok:
-                need = "must be >= 0" if key in ("weight_decay", "burn_in") else "must be positive"
+                need = "must be >= 0" if key in ("weight_decay", "burn_in", "recalibrate_bn") else "must be positive"
                 raise ValueError(f"{key} {need}, got {getattr(self, key)!r}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 

@@ -5,7 +5,7 @@ from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
 from .pdo_base import PDOLayerBase
 from .pdoconv import PDOConv
 from .neural_epdo import NeuralEPDO
-from .batchnorm import FieldBatchNorm, convert_sync_batchnorm
+from .batchnorm import FieldBatchNorm, convert_sync_batchnorm, recalibrate_batchnorm
 from .dropout import FieldDropout
 from .nonlinearities import ELU, NormNonlinearity, ReLU
 from .pointwise import PointwiseLinear
@@ -18,4 +18,4 @@ from .steerable import SteerableConv
 __all__ = ["AvgPool2d", "CenterCrop", "ELU", "EquivariantModule", "ExpandedWeightsModule", "FieldBatchNorm",
            "FieldBias", "FieldDropout", "GroupPool", "HomExpansion", "MaxPool2d", "NeuralEPDO", "NormNonlinearity",
            "PDOConv", "PDOLayerBase", "PointwiseLinear", "ReLU", "RestrictToRotations", "RotatedPDOExpansion",
-           "Sequential", "SteerableConv"]
+           "Sequential", "SteerableConv", "convert_sync_batchnorm", "recalibrate_batchnorm"]
