@@ -140,3 +140,25 @@ def test_rotation_plot_has_a_sensible_floor(monkeypatch, tmp_path):
     ax = figs[-1].axes[0]
     assert ax.get_ylim()[0] == 0.0
     assert any(list(line.get_ydata()) == [10.0, 10.0] for line in ax.get_lines())  # chance level
+
+
+def test_recalibrate_bn_evaluates_with_the_recalibrated_statistics(cli, trained_run, tmp_path):
+    """--recalibrate-bn N: the reported error is that of the checkpoint after recalibrate_batchnorm on the first N
+    training samples (computed here independently), and the JSON says so."""
+    from epdo import models
+    from epdo.cli.common import dataset_arrays
+    from epdo.data import get_dataset
+    from epdo.nn import recalibrate_batchnorm
+
+    out = tmp_path / "ev"
+    assert cli("-q", "evaluate", "--checkpoint", trained_run / "best.pt", "--limit", "200", "--recalibrate-bn", "100",
+               "--batch-size", "64", "--out", out) == 0
+    res = json.loads(next(out.glob("eval-*.json")).read_text())
+    assert res["recalibrate_bn"] == 100
+    model = models.load(trained_run / "best.pt")
+    x, _ = dataset_arrays(get_dataset("sample", "train"), 100)
+    recalibrate_batchnorm(model, [x[i:i + 64] for i in range(0, 100, 64)])
+    xt, yt = dataset_arrays(get_dataset("sample", "test"), 200)
+    with torch.no_grad():
+        err = 100.0 * float((model(xt).argmax(1) != yt).float().mean())
+    assert abs(res["error"] - err) < 1e-6

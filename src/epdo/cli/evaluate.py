@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
     p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--recalibrate-bn", type=int, metavar="N",
+                   help="first re-estimate the batch-norm statistics layer by layer in eval mode on the first N "
+                        "training samples of the checkpoint's dataset and setting (epdo.nn.recalibrate_batchnorm)")
     p.add_argument("--data-dir", help="folder with the raw data files")
     p.add_argument("--cache-dir", help="folder for cached/generated datasets")
     p.add_argument("--data-seed", type=int, help="dataset seed (default: the checkpoint's, else 0)")
@@ -88,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed,
                     **({} if setting is None else {"setting": setting}))
     if getattr(ds, "tensors", None) is None:  # a streaming dataset (image folders, shards)
+        if args.recalibrate_bn:
+            raise CLIError("--recalibrate-bn is implemented for in-memory datasets, not for image folders or shards")
         return _evaluate_stream(args, ckpt, ckpt_path, model, ds, data, setting, task, device)
+    if args.recalibrate_bn:
+        _recalibrate_from_training_data(args, model, data, cfg, data_seed, setting, device)
     *inputs, labels = dataset_arrays(ds, args.limit)
     if (args.rotations is not None or args.scenario is not None) and (len(inputs) != 1 or inputs[0].dim() != 4):
         raise CLIError(f"--rotations / --scenario need image inputs (B, C, H, W); {data} gives "
@@ -113,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         task.metric: err,
         "loss": loss,
     }
+    if args.recalibrate_bn:
+        result["recalibrate_bn"] = args.recalibrate_bn
     print(f"{ckpt['model']} on {label} ({args.split}, n={n:,}): {task.metric} {task.format(err)}  loss {loss:.4f}",
           flush=True)
     dest = Path(args.out) if args.out else default_run_dir("evaluate", ckpt["model"])
@@ -190,6 +199,21 @@ def _plot_partial_subsets(rows: list[dict], path: Path, title: str) -> None:
     ax.axvline(0, color="gray", lw=0.8)
     ax.grid(alpha=0.3, axis="x")
     save_figure(fig, path)
+
+
+def _recalibrate_from_training_data(args, model, data: str, cfg: dict, data_seed: int, setting, device) -> None:
+    """``--recalibrate-bn N``: batch-norm statistics from the first N training samples (the checkpoint's setting
+    of the training split: e.g. unrotated digits for a spherical-mnist N/R run), as ``epdo train`` does."""
+    from .train import _recalibrate
+
+    if args.recalibrate_bn < 0:
+        raise CLIError(f"--recalibrate-bn must be a non-negative number of samples, got {args.recalibrate_bn}")
+    train_setting = cfg.get("setting") if data == cfg.get("data") else setting
+    train = load_split(data, "train", args.data_dir, args.cache_dir, data_seed,
+                       **({} if train_setting is None else {"setting": train_setting}))
+    *x_train, _ = dataset_arrays(train, args.recalibrate_bn)
+    _recalibrate(model, x_train, args.recalibrate_bn, args.batch_size, device)
+    logger.info("recalibrated the batch-norm statistics on %s training samples", f"{len(x_train[0]):,}")
 
 
 def _evaluate_stream(args, ckpt, ckpt_path: Path, model, ds, data: str, setting, task, device) -> int:
