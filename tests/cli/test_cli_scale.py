@@ -254,3 +254,26 @@ def test_models_flops_table(cli, capsys):
     assert header[-2:] == ["input", "GFLOPs"]
     row = next(line for line in out.splitlines() if line.startswith("res26 "))
     assert "3x64x64" in row and "13,696,552" in row
+
+
+def test_recalibrate_bn_on_the_streaming_path(cli, folder, tmp_path):
+    """Map-style streaming data (an image folder, no augmentation): --recalibrate-bn N leaves in the checkpoint
+    the statistics recalibrate_batchnorm gives on the first N training images."""
+    from epdo import models
+    from epdo.cli.common import dataset_arrays
+    from epdo.data import get_dataset
+    from epdo.nn import recalibrate_batchnorm
+
+    out = tmp_path / "r"
+    args = _args(folder, out, "--epochs", "1", "--recalibrate-bn", "10", "--eval-batch-size", "4")
+    args[args.index("augment-33")] = "none-33"
+    assert cli("-q", "train", *args) == 0
+    kinds = (torch.nn.modules.batchnorm._BatchNorm,)
+    saved = [m for m in models.load(out / "last.pt").modules() if isinstance(m, kinds)]
+    fresh = models.load(out / "last.pt")
+    x, _ = dataset_arrays(get_dataset("imagefolder", "train", data_dir=folder, setting="none-33"), 10)
+    recalibrate_batchnorm(fresh, [x[i:i + 4] for i in range(0, 10, 4)])
+    for a, b in zip(saved, [m for m in fresh.modules() if isinstance(m, kinds)], strict=True):
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-5, atol=1e-6)
+        assert int(a.num_batches_tracked) == 3

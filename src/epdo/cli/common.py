@@ -356,6 +356,17 @@ def dataset_arrays(ds, limit: int | None = None) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def recalibrate_on_training_samples(model, x_train, n: int, batch: int, device) -> None:
+    """A recipe's ``recalibrate_bn`` / ``--recalibrate-bn N``: batch-norm statistics re-estimated in eval mode,
+    layer by layer (:func:`epdo.nn.recalibrate_batchnorm`), on the first ``n`` training samples ``x_train`` (a list
+    of input tensors; deterministic: no shuffling, no augmentation), in batches of ``batch``."""
+    from epdo.nn import recalibrate_batchnorm
+
+    n = min(n, len(x_train[0]))
+    batches = [tuple(x[i:min(i + batch, n)].to(device) for x in x_train) for i in range(0, n, batch)]
+    recalibrate_batchnorm(model, batches)
+
+
 def dataset_tensors(ds, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images float32 (N, C, H, W), labels int64 (N,))`` of an image classification dataset."""
     arrays = dataset_arrays(ds, limit)

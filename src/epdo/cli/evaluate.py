@@ -28,6 +28,7 @@ from .common import (
     evaluate,
     load_split,
     new_figure,
+    recalibrate_on_training_samples,
     out_dir,
     plural,
     resolve_device,
@@ -90,12 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--rotations / --scenario perturb images of classification data; {data} is a {task.name} dataset")
     ds = load_split(data, args.split, args.data_dir, args.cache_dir, data_seed,
                     **({} if setting is None else {"setting": setting}))
-    if getattr(ds, "tensors", None) is None:  # a streaming dataset (image folders, shards)
-        if args.recalibrate_bn:
-            raise CLIError("--recalibrate-bn is implemented for in-memory datasets, not for image folders or shards")
-        return _evaluate_stream(args, ckpt, ckpt_path, model, ds, data, setting, task, device)
     if args.recalibrate_bn:
         _recalibrate_from_training_data(args, model, data, cfg, data_seed, setting, device)
+    if getattr(ds, "tensors", None) is None:  # a streaming dataset (image folders, shards)
+        return _evaluate_stream(args, ckpt, ckpt_path, model, ds, data, setting, task, device)
     *inputs, labels = dataset_arrays(ds, args.limit)
     if (args.rotations is not None or args.scenario is not None) and (len(inputs) != 1 or inputs[0].dim() != 4):
         raise CLIError(f"--rotations / --scenario need image inputs (B, C, H, W); {data} gives "
@@ -204,15 +203,15 @@ def _plot_partial_subsets(rows: list[dict], path: Path, title: str) -> None:
 def _recalibrate_from_training_data(args, model, data: str, cfg: dict, data_seed: int, setting, device) -> None:
     """``--recalibrate-bn N``: batch-norm statistics from the first N training samples (the checkpoint's setting
     of the training split: e.g. unrotated digits for a spherical-mnist N/R run), as ``epdo train`` does."""
-    from .train import _recalibrate
-
     if args.recalibrate_bn < 0:
         raise CLIError(f"--recalibrate-bn must be a non-negative number of samples, got {args.recalibrate_bn}")
     train_setting = cfg.get("setting") if data == cfg.get("data") else setting
     train = load_split(data, "train", args.data_dir, args.cache_dir, data_seed,
                        **({} if train_setting is None else {"setting": train_setting}))
+    if isinstance(train, torch.utils.data.IterableDataset):
+        raise CLIError(f"--recalibrate-bn needs a map-style training split; {data}'s is a stream (shards)")
     *x_train, _ = dataset_arrays(train, args.recalibrate_bn)
-    _recalibrate(model, x_train, args.recalibrate_bn, args.batch_size, device)
+    recalibrate_on_training_samples(model, x_train, args.recalibrate_bn, args.batch_size, device)
     logger.info("recalibrated the batch-norm statistics on %s training samples", f"{len(x_train[0]):,}")
 
 

@@ -44,8 +44,8 @@ import epdo.models as models
 from epdo.data.imagefolder import collate_skip
 from epdo.models.registry import TrainDefaults, _epdo_version, load_state, read_checkpoint, save_checkpoint
 
-from .common import CLIError, DistContext, append_jsonl, format_count, get_rng_state, machine_info, out_dir, \
-    plural, set_rng_state, write_json, write_jsonl
+from .common import CLIError, DistContext, append_jsonl, dataset_arrays, format_count, get_rng_state, machine_info, \
+    out_dir, plural, recalibrate_on_training_samples, set_rng_state, write_json, write_jsonl
 
 __all__ = ["add_arguments", "train", "STREAM_OPTIONS", "FAIL_AFTER_STEP_ENV", "global_batch_parts"]
 
@@ -231,6 +231,12 @@ def train(args, ctx: DistContext, cfg: dict, ckpt: dict | None, model: nn.Module
     if task.name != "classification":
         raise CLIError(f"streaming datasets are classification datasets here, got a {task.name} task")
     valid_ds = load_split_fn("valid")
+    recal_x = None
+    if recipe.recalibrate_bn:
+        if isinstance(train_ds, IterableDataset):
+            raise CLIError(f"--recalibrate-bn / the recipe's recalibrate_bn needs a map-style training set; "
+                           f"{cfg['data']} streams shards: pass --recalibrate-bn 0")
+        recal_x = list(dataset_arrays(train_ds, recipe.recalibrate_bn)[:-1])
     n_params = models.count_parameters(model)
     model = _check_bn(model, bool(s["sync_bn"]), ctx)
     model.to(ctx.device)
@@ -343,6 +349,9 @@ def train(args, ctx: DistContext, cfg: dict, ckpt: dict | None, model: nn.Module
         train_time += epoch_time
         loss_sum, wrong, cnt, bad = ctx.all_reduce_sum([sums[0], sums[1], sums[2], skipped])
         ctx.broadcast_buffers(model)
+        if recipe.recalibrate_bn:  # the same first samples on every rank: identical statistics
+            ctx.heartbeat(f"epoch {epoch + 1}, batch-norm recalibration")
+            recalibrate_on_training_samples(model, recal_x, recipe.recalibrate_bn, args.eval_batch_size, ctx.device)
         ctx.heartbeat(f"epoch {epoch + 1}, validation")
         va_loss, va_err, _ = _evaluate(model, valid_ds, cfg, ctx, s, workers, args.eval_batch_size, task,
                                        cfg.get("limit_eval"))

@@ -44,6 +44,7 @@ from .common import (
     is_collective_error,
     get_rng_state,
     load_split,
+    recalibrate_on_training_samples,
     machine_info,
     new_figure,
     out_dir,
@@ -181,16 +182,6 @@ def _augment_angles(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # the run
-
-
-def _recalibrate(model: nn.Module, x_train: list[torch.Tensor], n: int, batch: int, device) -> None:
-    """The recipe's ``recalibrate_bn``: batch-norm statistics re-estimated in eval mode, layer by layer, on the
-    first ``n`` training samples (deterministic: no shuffling, no augmentation)."""
-    from epdo.nn import recalibrate_batchnorm
-
-    n = min(n, len(x_train[0]))
-    batches = [tuple(x[i:min(i + batch, n)].to(device) for x in x_train) for i in range(0, n, batch)]
-    recalibrate_batchnorm(model, batches)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -373,7 +364,7 @@ def _train(args: argparse.Namespace, ctx: DistContext) -> int:
         ctx.broadcast_buffers(model)  # evaluate every rank with rank 0's batch-norm statistics
         if recipe.recalibrate_bn:  # the same samples on every rank: identical statistics
             ctx.heartbeat(f"epoch {epoch + 1}, batch-norm recalibration")
-            _recalibrate(model, x_train, recipe.recalibrate_bn, args.eval_batch_size, ctx.device)
+            recalibrate_on_training_samples(model, x_train, recipe.recalibrate_bn, args.eval_batch_size, ctx.device)
         va_loss, va_err, _ = evaluate(model, x_valid, y_valid, ctx.device, ctx, args.eval_batch_size,
                                       progress=bars, desc=f"validate {epoch + 1}/{epochs}", task=task)
         epoch_time = time.perf_counter() - t0
