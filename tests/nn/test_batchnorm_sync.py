@@ -3,8 +3,6 @@ computes on the joined batch, outputs, gradients and running statistics."""
 
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
