@@ -3,7 +3,6 @@ computes on the joined batch, outputs, gradients and running statistics."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.distributed as dist
