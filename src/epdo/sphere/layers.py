@@ -80,18 +80,6 @@ def rotation_matrices(angles) -> torch.Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
-@lru_cache(maxsize=16)
-def _operators(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """(rows, cols, coef (5, E) in spacing units, transport angles (E,), h) of ``level``."""
-    st = stencils(level)
-    mesh = icosphere(level)
-    h = mesh.spacing()
-    units = np.array([h, h, h * h, h * h, h * h])[:, None]
-    v = mesh.vertices
-    delta = transport_angles(v[st.rows], v[st.cols]) if len(st.rows) else np.zeros(0)
-    return st.rows, st.cols, st.coef * units, delta, h
-
-
 def _csr_buffers(rows, cols, vals, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -103,8 +91,12 @@ def _csr_buffers(rows, cols, vals, shape) -> tuple[torch.Tensor, torch.Tensor, t
 @lru_cache(maxsize=8)
 def _scalar_operator(level: int):
     """CSR buffers of the stacked (5V x V) derivative operator."""
-    rows, cols, coef, _, _ = _operators(level)
-    n = icosphere(level).num_vertices
+    st = stencils(level)
+    mesh = icosphere(level)
+    h = mesh.spacing()
+    rows, cols = st.rows, st.cols
+    coef = st.coef * np.array([h, h, h * h, h * h, h * h])[:, None]  # spacing units
+    n = mesh.num_vertices
     diag = np.arange(n)
     R, C, Vv = [], [], []
     for k in range(5):
@@ -143,30 +135,17 @@ def _locality_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _transport_pattern(level: int, local: bool = False) -> dict[str, np.ndarray]:
-    r"""The scalar (5V x V) derivative operator as CSR (``crow``, ``col``, ``val``), each entry's transport angle
-    :math:`\delta_{PQ}` (0 on the diagonal) and the transposed pattern (``crow_t``, ``col_t`` and ``perm``: the
-    entries in column-major order), built once per level. Every band of the orientation operator shares it.
-    With ``local`` the vertices are relabelled in :func:`_locality_order` (``order``: new -> old index)."""
+def _transport_pattern(level: int) -> dict[str, np.ndarray]:
+    r"""The scalar (5V x V) derivative operator as CSR (``crow``, ``col``, ``val``) and each entry's transport angle
+    :math:`\delta_{PQ}` (0 on the diagonal), built once per level. Every band of the orientation operator
+    shares it."""
     crow, col, val = (t.numpy() for t in _scalar_operator(level))
     mesh = icosphere(level)
     nv = mesh.num_vertices
     rows = np.repeat(np.arange(5 * nv), np.diff(crow))
     delta = transport_angles(mesh.vertices[rows % nv], mesh.vertices[col])
     delta[rows % nv == col] = 0.0
-    order = None
-    if local:
-        order = _locality_order(mesh.vertices)
-        inv = np.empty_like(order)
-        inv[order] = np.arange(nv)
-        rows, col = (rows // nv) * nv + inv[rows % nv], inv[col]
-        srt = np.lexsort((col, rows))
-        rows, col, val, delta = rows[srt], col[srt], val[srt], delta[srt]
-        crow = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=5 * nv))])
-    perm = np.lexsort((rows, col))
-    crow_t = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=nv))])
-    return {"crow": crow, "col": col, "val": val, "delta": delta, "crow_t": crow_t, "col_t": rows[perm],
-            "perm": perm, "order": order}
+    return {"crow": crow, "col": col, "val": val, "delta": delta}
 
 
 def _orientation_operator(level: int, n: int):
@@ -251,13 +230,22 @@ def _spmm(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _vertex_major_pattern(level: int, local: bool = False) -> dict[str, np.ndarray]:
     r"""The (6V x V) operator of :class:`SpherePDOConv`: row ``6 P + k`` holds term k at vertex P, k = 0 the
     value (the identity, transport angle 0) and k = 1..5 the five derivatives of :func:`_transport_pattern`, so
-    that one product yields the (V, 6, K) block that the weight product reads; the same keys."""
-    pat = _transport_pattern(level, local)
+    that one product yields the (V, 6, K) block that the weight product reads; with the transposed pattern
+    (``crow_t``, ``col_t`` and ``perm``: the entries in column-major order) for backward. With ``local`` the
+    vertices are relabelled in :func:`_locality_order` (``order``: new -> old index, else None)."""
+    pat = _transport_pattern(level)
     nv = icosphere(level).num_vertices
     rows = np.repeat(np.arange(5 * nv), np.diff(pat["crow"]))
+    k, p, col = rows // nv, rows % nv, pat["col"]
+    order = None
+    if local:
+        order = _locality_order(icosphere(level).vertices)
+        inv = np.empty_like(order)
+        inv[order] = np.arange(nv)
+        p, col = inv[p], inv[col]
     diag = np.arange(nv)
-    rows = np.concatenate([(rows % nv) * 6 + rows // nv + 1, diag * 6])
-    col = np.concatenate([pat["col"], diag])
+    rows = np.concatenate([p * 6 + k + 1, diag * 6])
+    col = np.concatenate([col, diag])
     val = np.concatenate([pat["val"], np.ones(nv)])
     delta = np.concatenate([pat["delta"], np.zeros(nv)])
     srt = np.lexsort((col, rows))
@@ -265,7 +253,7 @@ def _vertex_major_pattern(level: int, local: bool = False) -> dict[str, np.ndarr
     perm = np.lexsort((rows, col))
     return {"crow": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=6 * nv))]), "col": col, "val": val,
             "delta": delta, "crow_t": np.concatenate([[0], np.cumsum(np.bincount(col, minlength=nv))]),
-            "col_t": rows[perm], "perm": perm, "order": pat["order"]}
+            "col_t": rows[perm], "perm": perm, "order": order}
 
 
 def _band_values(n: int, val: torch.Tensor, delta: torch.Tensor):
@@ -280,7 +268,7 @@ class _BandProducts(torch.autograd.Function):
     product: per batch element and band one sparse product with the (6V x V) vertex-major operator
     (:func:`_vertex_major_pattern`) into a reused buffer, copied into its slot (contiguous runs of 6 C values);
     pairs rotate, :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`. Backward by the stored transposed pattern
-    (:math:`S 	o -S^T`). The band values are recomputed in both passes, never stored."""
+    (:math:`S \to -S^T`). The band values are recomputed in both passes, never stored."""
 
     @staticmethod
     def forward(ctx, xf, crow, col, val, delta, crow_t, col_t, perm):
@@ -495,8 +483,7 @@ class SpherePDOConv(_SphereOperator):
         wj = self.weight[:, :, self._jidx]  # (O, C, N_i, N_m, 6)
         w2 = torch.matmul(wj.unsqueeze(-2), self._rot.to(wj.dtype)[:, None]).squeeze(-2)  # (O, C, N_i, N_m, 6)
         # the inverse Fourier transform folded into the weights: sum_m w2[.., m, l] Finv[m, r]
-        w2 = torch.einsum("ocimk,mr->oicrk", w2, self._Finv.to(w2.dtype)).reshape(self.out_type.size * n, c * n * 6)
-        w2 = w2.view(self.out_type.size * n, c, n * 6).transpose(1, 2).reshape(self.out_type.size * n, n * 6 * c)
+        w2 = torch.einsum("ocimk,mr->oirkc", w2, self._Finv.to(w2.dtype)).reshape(self.out_type.size * n, n * 6 * c)
         y = (e.reshape(-1, n * 6 * c) @ w2.to(e.dtype).t()).view(b, v, self.out_type.size * n)  # (B, V, O N)
         if self._inv is not None:
             y = y.index_select(1, self._inv)  # back to the mesh's vertex order
@@ -504,7 +491,6 @@ class SpherePDOConv(_SphereOperator):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
-
 
     def _band(self, f: int, sine: bool = False):
         """(op, op_t): the (6V x V) vertex-major operator with values c cos(f delta) (or c sin(f delta)) and its transpose."""
