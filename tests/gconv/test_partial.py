@@ -84,3 +84,18 @@ def test_eval_is_deterministic_and_training_draws_anew():
     full = gconv.PartialSampler(groups.so2(0), 8).eval()
     haar = gconv.HaarSampler(groups.so2(0), 8).eval()
     assert torch.allclose(torch.remainder(full().angle, 2 * math.pi).sort().values, haar().angle.sort().values)
+
+
+@pytest.mark.parametrize("factor", [0.1, 1.0])
+def test_the_flip_logit_moves_by_its_learning_rate_factor_under_adam(factor):
+    # Adam's first step moves every raw parameter by lr (the gradient's sign): the logit = factor * raw by factor * lr
+    torch.manual_seed(0)
+    net = _partial_net(groups.dihedral(1), prob=0.9, prob_lr_factor=factor).train()
+    s = net[0].sampler
+    assert s.prob_lr_factor == factor and net[2].sampler.prob_lr_factor == factor
+    before = float(s.logit().detach())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    out = net(torch.randn(2, 1, 9, 9, dtype=D))
+    (out * torch.randn_like(out)).sum().backward()
+    opt.step()
+    assert abs(abs(float(s.logit().detach()) - before) - factor * 1e-2) < 1e-6 * max(factor, 1)

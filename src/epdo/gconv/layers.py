@@ -77,7 +77,8 @@ def _check_odd(k: object, who: str) -> int:
 class _SampledLayer(nn.Module):
     """Shared plumbing: the output sampler (owned, or shared with another layer) and the input checks."""
 
-    def _setup_out(self, G, samples, partial, out_elements, theta, prob, fk, who, theta_lr_factor=1.0):
+    def _setup_out(self, G, samples, partial, out_elements, theta, prob, fk, who, theta_lr_factor=1.0,
+                   prob_lr_factor=0.1):
         self._owns_out = out_elements is None
         if out_elements is not None:
             if not isinstance(out_elements, ElementSampler):
@@ -89,7 +90,7 @@ class _SampledLayer(nn.Module):
             return
         if partial:
             self.sampler = PartialSampler(G, 2 if G.is_finite else check_count(samples, who), theta=theta, prob=prob,
-                                          theta_lr_factor=theta_lr_factor, **fk)
+                                          theta_lr_factor=theta_lr_factor, prob_lr_factor=prob_lr_factor, **fk)
         elif G.is_finite:
             if samples is not None:
                 raise ValueError(f"{who}: {G.name} is finite (all {G.order} elements are used); samples applies to "
@@ -144,7 +145,8 @@ def _sample_grid(weight: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 class _ConvBase(_SampledLayer):
     def _init_common(self, group, in_channels, out_channels, kernel_size, kernel, samples, partial, out_elements,
-                     theta, prob, bias, omega_0, order, discretization, device, dtype, who, theta_lr_factor=1.0):
+                     theta, prob, bias, omega_0, order, discretization, device, dtype, who, theta_lr_factor=1.0,
+                     prob_lr_factor=0.1):
         super().__init__()
         G = point_group(group, who)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -155,7 +157,7 @@ class _ConvBase(_SampledLayer):
         self.kernel_size, self.kernel = _check_odd(kernel_size, who), kernel
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self._fk = fk
-        self._setup_out(G, samples, partial, out_elements, theta, prob, fk, who, theta_lr_factor)
+        self._setup_out(G, samples, partial, out_elements, theta, prob, fk, who, theta_lr_factor, prob_lr_factor)
         self.omega_0, self.order = float(omega_0), None
         if kernel == "pdo":
             from ..diffops import multi_indices
@@ -211,8 +213,8 @@ class LiftingConv(_ConvBase):
         kernel: one of :data:`GROUP_KERNELS`.
         samples: Monte Carlo sample count of continuous groups (O(2): even).
         partial: learn the output subset (:class:`~epdo.gconv.sampling.PartialSampler`; SO(2), O(2), D_1).
-        theta, prob, theta_lr_factor: initial :math:`\theta/\pi`, flip probability and theta's learning-rate
-            factor of the partial sampler.
+        theta, prob, theta_lr_factor, prob_lr_factor: initial :math:`\theta/\pi`, flip probability and the
+            learning-rate factors of theta and of the flip logit (default 0.1, 004 section 7) of the partial sampler.
         out_elements: use another layer's sampler as this layer's output set instead of an own one.
         omega_0: SIREN frequency (default 2, :mod:`epdo.gconv.kernels`). order, discretization: of ``kernel="pdo"``.
     """
@@ -220,10 +222,11 @@ class LiftingConv(_ConvBase):
     def __init__(self, group, in_channels: int, out_channels: int, kernel_size: int = 5, *, kernel: str = "siren",
                  samples: int | None = None, partial: bool = False, theta: float = 1.0, prob: float = 0.99,
                  out_elements: ElementSampler | None = None, bias: bool = True, omega_0: float = 2.0, order: int = 2,
-                 discretization="fd", theta_lr_factor: float = 1.0, device=None, dtype=None):
+                 discretization="fd", theta_lr_factor: float = 1.0, prob_lr_factor: float = 0.1, device=None,
+                 dtype=None):
         self._init_common(group, in_channels, out_channels, kernel_size, kernel, samples, partial, out_elements,
                           theta, prob, bias, omega_0, order, discretization, device, dtype, "LiftingConv",
-                          theta_lr_factor)
+                          theta_lr_factor, prob_lr_factor)
         G, fk, k = self.group, self._fk, self.kernel_size
         co, ci = self.out_channels, self.in_channels
         if kernel == "discrete":
@@ -277,10 +280,10 @@ class GroupConv(_ConvBase):
                  in_elements: ElementSampler | None = None, samples: int | None = None, partial: bool = False,
                  theta: float = 1.0, prob: float = 0.99, out_elements: ElementSampler | None = None, bias: bool = True,
                  embedding: str = "periodic", omega_0: float = 2.0, order: int = 2, discretization="fd",
-                 theta_lr_factor: float = 1.0, device=None, dtype=None):
+                 theta_lr_factor: float = 1.0, prob_lr_factor: float = 0.1, device=None, dtype=None):
         self._init_common(group, in_channels, out_channels, kernel_size, kernel, samples, partial, out_elements,
                           theta, prob, bias, omega_0, order, discretization, device, dtype, "GroupConv",
-                          theta_lr_factor)
+                          theta_lr_factor, prob_lr_factor)
         G, fk, k = self.group, self._fk, self.kernel_size
         co, ci = self.out_channels, self.in_channels
         self._owns_in = in_elements is None

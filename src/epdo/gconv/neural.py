@@ -72,7 +72,7 @@ class NeuralGroupPDO(nn.Module):
             SE(2) / E(2) with ``samples`` (Monte Carlo) and ``in_elements`` (the previous layer's sampler).
         in_channels, out_channels: fields in and out. order: N of :math:`\Gamma_N`. kernel_size: odd stencil width.
         reduction: r, the generator has ``out_channels / r`` hidden fields (r must divide out_channels).
-        samples, partial, theta, prob, theta_lr_factor, out_elements: as :class:`~epdo.gconv.GroupConv`.
+        samples, partial, theta, prob, theta_lr_factor, prob_lr_factor, out_elements: as :class:`~epdo.gconv.GroupConv`.
         discretization: ``"fd"`` or ``"gauss"`` (separable; ``sigma`` via a Discretization value).
         omega_0: the SIREN frequency of the 1 x 1 group correlation. backend: of the product (``"auto"``,
             ``"torch"``, ``"cpp"``).
@@ -82,7 +82,8 @@ class NeuralGroupPDO(nn.Module):
                  reduction: int = 1, in_elements: ElementSampler | None = None, samples: int | None = None,
                  partial: bool = False, theta: float = 1.0, prob: float = 0.99,
                  out_elements: ElementSampler | None = None, discretization="fd", omega_0: float = 2.0,
-                 theta_lr_factor: float = 1.0, backend: str = "auto", device=None, dtype=None):
+                 theta_lr_factor: float = 1.0, prob_lr_factor: float = 0.1, backend: str = "auto", device=None,
+                 dtype=None):
         super().__init__()
         who = "NeuralGroupPDO"
         co = check_count(out_channels, who, "out_channels")
@@ -104,7 +105,7 @@ class NeuralGroupPDO(nn.Module):
         # one 1 x 1 group correlation gives z (the differentiated fields) and y (the generator's hidden fields)
         self.mix = GroupConv(group, in_channels, co + self.hidden, 1, in_elements=in_elements, samples=samples,
                              partial=partial, theta=theta, prob=prob, out_elements=out_elements, omega_0=omega_0,
-                             theta_lr_factor=theta_lr_factor, **fk)
+                             theta_lr_factor=theta_lr_factor, prob_lr_factor=prob_lr_factor, **fk)
         self.group, self.in_channels = self.mix.group, self.mix.in_channels
         self._stencils = PDOStencils(s1, multi_indices(self.order))
         sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(self.order)])

@@ -100,7 +100,7 @@ class GCNN(nn.Module):
     Args:
         group: ``"se2"``, ``"e2"``, ``"mirror"`` or ``"t2"``.
         samples: elements per layer (Monte Carlo / partial; ignored for finite groups).
-        partial: learned subsets per layer (theta, prob, theta_lr_factor: of
+        partial: learned subsets per layer (theta, prob, theta_lr_factor, prob_lr_factor: of
             :class:`~epdo.gconv.sampling.PartialSampler`). channels, kernel_size, blocks: the widths, filter size,
             residual blocks.
         kernel: ``"siren"``, ``"relu"``, ``"swish"``, ``"pdo"`` or ``"nepdo"`` (steered PDO lifting, then
@@ -109,7 +109,8 @@ class GCNN(nn.Module):
 
     def __init__(self, group: str = "se2", samples: int = 8, partial: bool = False, channels: int = 32,
                  kernel_size: int = 5, blocks: int = 2, kernel: str = "siren", num_classes: int = 2,
-                 theta: float = 1.0, prob: float = 0.99, order: int = 2, theta_lr_factor: float = 1.0):
+                 theta: float = 1.0, prob: float = 0.99, order: int = 2, theta_lr_factor: float = 1.0,
+                 prob_lr_factor: float = 0.1):
         super().__init__()
         if group not in GROUPS:
             raise ValueError(f"GCNN: group must be one of {tuple(GROUPS)}, got {group!r}")
@@ -118,7 +119,7 @@ class GCNN(nn.Module):
         finite = G.point_group.is_finite if hasattr(G, "point_group") else G.is_finite
         part = bool(partial) and group != "t2"
         s = None if finite and not part else samples
-        kw = dict(kernel=kernel, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor)
+        kw = dict(kernel=kernel, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor, prob_lr_factor=prob_lr_factor)
         if kernel in ("pdo", "nepdo"):
             kw["order"] = order
         lift_kw = {**kw, "kernel": "pdo"} if kernel == "nepdo" else kw

@@ -3,8 +3,9 @@ r"""N-body models (paper 003 section 9): ``model(pos, vel, charge)`` with ``(B, 
 
 Each system is a fully connected graph of its particles (batched as a disjoint union).
 
-- ``egnn-nbody`` (Satorras et al. 2021, section 5.1): :math:`h^0_i = W|v_i|`, edge attribute
-  :math:`q_i q_j`, 4 :class:`~epdo.graph.EGNNLayer` s of width 64 with velocity updates; output the last
+- ``egnn-nbody`` (Satorras et al. 2021, section 5.1): :math:`h^0_i = W|v_i|`, edge attributes
+  :math:`(q_i q_j, \|x^0_i - x^0_j\|^2)` (the charge product and the squared distance of the *input* positions,
+  fixed through the layers, as in the reference implementation), 4 :class:`~epdo.graph.EGNNLayer` s of width 64 with velocity updates; output the last
   positions (the last layer updates positions only: its features would not be read). E(3)-equivariant (positions, velocities), invariant to permutations.
 - ``segnn-nbody`` (Brandstetter et al. 2022): node features :math:`(x_i - \bar x, v_i, \|v_i\|)` as
   ``2x1o + 1x0e``, l = 1 hidden features, edge attributes :math:`Y^{(\le 2)}(x_j - x_i)`, node attributes
@@ -62,6 +63,12 @@ def nbody_example_inputs(batch: int = 2, generator: torch.Generator | None = Non
     return pos, vel, charge
 
 
+def _egnn_edge_attributes(x: torch.Tensor, q: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """EGNN's N-body edge attributes (E, 2): charge product and squared distance of the input positions."""
+    rel = x[dst] - x[src]
+    return torch.cat([q[src] * q[dst], (rel * rel).sum(-1, keepdim=True)], dim=1)
+
+
 class EGNNNBody(nn.Module):
     """EGNN for the charged N-body task (see the module doc)."""
 
@@ -69,7 +76,7 @@ class EGNNNBody(nn.Module):
         super().__init__()
         fk = {"device": device, "dtype": dtype}
         self.embed = nn.Linear(1, hidden, **fk)
-        self.layers = nn.ModuleList(graph.EGNNLayer(hidden, hidden, hidden, edge_channels=1, velocity=True,
+        self.layers = nn.ModuleList(graph.EGNNLayer(hidden, hidden, hidden, edge_channels=2, velocity=True,
                                                     update_features=k < layers - 1, **fk) for k in range(layers))
 
     def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
@@ -78,9 +85,9 @@ class EGNNNBody(nn.Module):
         ei, _ = _flat_graph(pos)
         x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
         h = self.embed(v.norm(dim=1, keepdim=True))
-        qq = q[ei[0]] * q[ei[1]]
+        a = _egnn_edge_attributes(x, q, ei[0], ei[1])
         for layer in self.layers:
-            h, x, _ = layer(h, x, ei, edge_attr=qq, vel=v)
+            h, x, _ = layer(h, x, ei, edge_attr=a, vel=v)
         return x.reshape(b, n, 3)
 
 
@@ -209,10 +216,10 @@ class EGNNNBodyPlain(nn.Module):
         src, dst, n = _plain_graph(pos)
         x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
         h = self.embed(v.norm(dim=1, keepdim=True))
-        qq = q[src] * q[dst]
+        a = _egnn_edge_attributes(x, q, src, dst)
         for k, (edge, coord, velm) in enumerate(zip(self.edge, self.coord, self.vel)):
             rel = x[dst] - x[src]
-            m = edge(torch.cat([h[dst], h[src], (rel * rel).sum(-1, keepdim=True), qq], 1))
+            m = edge(torch.cat([h[dst], h[src], (rel * rel).sum(-1, keepdim=True), a], 1))
             x = x + _sum_into(rel * coord(m), dst, x) / (n - 1) + velm(h) * v
             if k < len(self.node):
                 h = h + self.node[k](torch.cat([h, _sum_into(m, dst, h)], 1))
