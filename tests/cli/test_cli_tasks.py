@@ -110,3 +110,26 @@ def test_task_mismatch_and_unknown_setting(cli, tmp_path, capsys, fast_args):
     assert cli("train", *fast_args, "--setting", "N/R", "--epochs", "1", "--out", tmp_path / "b") == 2
     assert "dataset 'sample' takes no option 'setting'" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_too_few_logits_for_the_data_is_a_clear_error(cli, tmp_path, capsys, fast_args):
+    # the sample has 10 classes; a 2-logit model used to die inside cross_entropy ("Target 8 is out of bounds")
+    assert cli("train", *fast_args, "--model-kw", "num_classes=2", "--epochs", "1", "--out", tmp_path / "a") == 2
+    err = capsys.readouterr().err
+    assert "the model returns 2 logits per sample but the data have class" in err and "num_classes" in err
+    assert not (tmp_path / "a" / "best.pt").exists()
+
+
+def test_classification_check_names_shapes_and_classes():
+    from epdo.cli.common import CLIError
+    from epdo.cli.tasks import get_task
+
+    task = get_task("classification")
+    task.check(torch.zeros(3, 4), torch.tensor([0, 3, 1]))  # fine
+    with pytest.raises(CLIError, match=r"expected logits of shape \(3, classes\).*got \(3, 4, 1\)"):
+        task.check(torch.zeros(3, 4, 1), torch.tensor([0, 3, 1]))
+    with pytest.raises(CLIError, match="returns 4 logits per sample but the data have class 4"):
+        task.loss(torch.zeros(3, 4), torch.tensor([0, 4, 1]))
+    with pytest.raises(CLIError, match="have class -1"):
+        task.batch_sums(torch.zeros(3, 4), torch.tensor([0, -1, 1]))
+    get_task("regression").check(torch.zeros(3, 4, 1), torch.zeros(2))  # regression: nothing to check

@@ -30,9 +30,27 @@ class Task:
     metric: str
     unit: str
 
+    def check(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        """Classification: ``output`` must be ``(B, classes)`` logits with every target in ``[0, classes)``; a
+        :class:`~epdo.cli.common.CLIError` names both sizes otherwise (not torch's "Target 8 is out of bounds")."""
+        if self.name != "classification":
+            return
+        from .common import CLIError  # common imports this module
+
+        if output.dim() != 2 or output.shape[0] != target.shape[0]:
+            raise CLIError(f"classification: expected logits of shape ({target.shape[0]}, classes) from the model, "
+                           f"got {tuple(output.shape)}")
+        if target.numel():
+            lo, hi = int(target.min()), int(target.max())
+            if lo < 0 or hi >= output.shape[1]:
+                raise CLIError(f"the model returns {output.shape[1]} logits per sample but the data have class "
+                               f"{hi if hi >= output.shape[1] else lo}: build it with one logit per class (e.g. "
+                               f"--model-kw num_classes=N for the data's N classes)")
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The mean loss of a batch (what is back-propagated)."""
+        """The mean loss of a batch (what is back-propagated); classification outputs are checked first."""
         if self.name == "classification":
+            self.check(output, target)
             return F.cross_entropy(output, target)
         return F.mse_loss(output, target.to(output.dtype))
 
@@ -40,6 +58,7 @@ class Task:
     def batch_sums(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``(loss sum, metric sum, count)``, float64 on the CPU: loss = sum / count, metric = scale * sum / count."""
         if self.name == "classification":
+            self.check(output, target)
             loss_sum = F.cross_entropy(output.float(), target, reduction="sum").double().cpu()
             wrong = (output.argmax(dim=1) != target).sum().double().cpu()
             return loss_sum, wrong, int(target.shape[0])
