@@ -9,7 +9,7 @@
 True
 """
 
-from .derivatives import derivative_rep, derivative_representation, multi_indices, num_multi_indices
+from .derivatives import derivative_rep, derivative_rep_torch, derivative_representation, multi_indices, num_multi_indices
 from .stencils import (
     DISCRETIZATIONS,
     Discretization,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 import numpy as np
+import torch
 
-__all__ = ["multi_indices", "num_multi_indices", "derivative_rep"]
+__all__ = ["multi_indices", "num_multi_indices", "derivative_rep", "derivative_rep_torch"]
 
 
 @lru_cache(maxsize=None)
@@ -30,11 +31,6 @@ def num_multi_indices(order: int) -> int:
     return (order + 1) * (order + 2) // 2
 
 
-def _poly_mul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Product of two homogeneous polynomials in (X, Y); coefficient k multiplies X^(deg-k) Y^k."""
-    return np.convolve(p, q)
-
-
 def derivative_rep(matrix: np.ndarray, order: int) -> np.ndarray:
     r"""The matrix D(A) of size |Gamma_N| x |Gamma_N| with :math:`D(f\circ A)(x) = D(A)\,(Df)(Ax)`.
 
@@ -52,22 +48,46 @@ def derivative_rep(matrix: np.ndarray, order: int) -> np.ndarray:
         raise ValueError(f"derivative_rep expects a 2x2 matrix, got shape {a.shape}")
     if not isinstance(order, (int, np.integer)) or order < 0:
         raise ValueError(f"order must be a non-negative integer, got {order!r}")
-    col_x = np.array([a[0, 0], a[1, 0]])  # d/dx (f o A) = A11 X + A21 Y
-    col_y = np.array([a[0, 1], a[1, 1]])  # d/dy (f o A) = A12 X + A22 Y
-    size = num_multi_indices(order)
-    out = np.zeros((size, size))
-    start = 0
-    for n in range(order + 1):
-        # powers[k] = col^k as coefficient vectors, computed incrementally
-        px = [np.ones(1)]
-        py = [np.ones(1)]
-        for _ in range(n):
-            px.append(_poly_mul(px[-1], col_x))
-            py.append(_poly_mul(py[-1], col_y))
-        for row, (ea, eb) in enumerate((n - j, j) for j in range(n + 1)):
-            out[start + row, start : start + n + 1] = _poly_mul(px[ea], py[eb])
-        start += n + 1
+    return derivative_rep_torch(torch.from_numpy(a)[None], int(order))[0].numpy()
+
+
+def _poly_mul_torch(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Batched product of homogeneous polynomials in (X, Y): ``(S, a + 1)`` x ``(S, b + 1)`` -> ``(S, a + b + 1)``
+    (coefficient k multiplies X^(deg - k) Y^k)."""
+    a, b = p.shape[1] - 1, q.shape[1] - 1
+    out = p.new_zeros(p.shape[0], a + b + 1)
+    for j in range(b + 1):
+        out = out + torch.nn.functional.pad(p * q[:, j : j + 1], (j, b - j))
     return out
+
+
+def derivative_rep_torch(matrices: torch.Tensor, order: int) -> torch.Tensor:
+    r"""``(S, |Gamma_N|, |Gamma_N|)``: :math:`D(A)` of :func:`derivative_rep` for a batch ``(S, 2, 2)`` of
+    matrices, differentiable in them (the one implementation: :func:`derivative_rep` calls it).
+    :math:`\partial_x^a\partial_y^b(f\circ A)` is the polynomial :math:`(A_{11}X + A_{21}Y)^a (A_{12}X + A_{22}Y)^b`,
+    block diagonal over the orders.
+
+    >>> m = torch.tensor([[[0.6, -0.8], [0.8, 0.6]]], dtype=torch.float64)
+    >>> derivative_rep_torch(m, 1)[0]
+    tensor([[ 1.0000,  0.0000,  0.0000],
+            [ 0.0000,  0.6000,  0.8000],
+            [ 0.0000, -0.8000,  0.6000]], dtype=torch.float64)
+    """
+    if matrices.dim() != 3 or matrices.shape[1:] != (2, 2):
+        raise ValueError(f"derivative_rep_torch: expected (S, 2, 2) matrices, got {tuple(matrices.shape)}")
+    S = matrices.shape[0]
+    col_x, col_y = matrices[:, :, 0], matrices[:, :, 1]  # d/dx (f o A) = A11 X + A21 Y; d/dy: A12 X + A22 Y
+    size = (order + 1) * (order + 2) // 2
+    rows, start = [], 0
+    for n in range(order + 1):
+        px, py = [matrices.new_ones(S, 1)], [matrices.new_ones(S, 1)]
+        for _ in range(n):
+            px.append(_poly_mul_torch(px[-1], col_x))
+            py.append(_poly_mul_torch(py[-1], col_y))
+        for j in range(n + 1):
+            rows.append(torch.nn.functional.pad(_poly_mul_torch(px[n - j], py[j]), (start, size - start - n - 1)))
+        start += n + 1
+    return torch.stack(rows, 1)
 
 
 def derivative_representation(group, order: int):
