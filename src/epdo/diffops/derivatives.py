@@ -48,7 +48,7 @@ def derivative_rep(matrix: np.ndarray, order: int) -> np.ndarray:
         raise ValueError(f"derivative_rep expects a 2x2 matrix, got shape {a.shape}")
     if not isinstance(order, (int, np.integer)) or order < 0:
         raise ValueError(f"order must be a non-negative integer, got {order!r}")
-    return derivative_rep_torch(torch.from_numpy(a)[None], int(order))[0].numpy()
+    return derivative_rep_torch(torch.tensor(a)[None], int(order))[0].numpy()
 
 
 def _poly_mul_torch(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
