@@ -9,7 +9,7 @@ at the identity element is exactly ``conv2d`` (tests/gconv/test_layers.py).
 - :mod:`.layers`: :class:`LiftingConv`, :class:`GroupConv`, :class:`GroupProjection` (finite C_N / D_N,
   Monte Carlo SE(2) / E(2), partial);
 - :mod:`.kernels`: SIREN and ReLU / Swish MLP kernels;
-- :mod:`.sampling`: element sets, Haar samples, learned partial distributions;
+- :mod:`epdo.nn.sampling` (also as ``epdo.gconv.sampling``): element sets, Haar samples, learned partial distributions;
 - :mod:`.partial`: steered PDO kernels (partial equivariance for PDO layers) and the learned-subset report;
 - :mod:`.neural`: :class:`NeuralGroupPDO`, Neural ePDOs with steered generated coefficients (partial too).
 
@@ -25,7 +25,7 @@ from .kernels import MLPKernel, SIREN
 from .layers import GROUP_KERNELS, GroupConv, GroupProjection, LiftingConv
 from .neural import NeuralGroupPDO
 from .partial import derivative_rep_torch, partial_equivariance_report
-from .sampling import Elements, ElementSampler, FiniteElements, HaarSampler, PartialSampler
+from ..nn.sampling import Elements, ElementSampler, FiniteElements, HaarSampler, PartialSampler
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "GROUP_KERNELS", "GroupConv", "GroupProjection",
            "HaarSampler", "LiftingConv", "MLPKernel", "NeuralGroupPDO", "PartialSampler", "SIREN", "derivative_rep_torch",

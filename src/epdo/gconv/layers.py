@@ -50,22 +50,12 @@ from torch import nn
 from ..fields import FieldType
 from .kernels import embed, embedding_dim, make_kernel_net, offsets
 from .partial import derivative_rep_torch
-from .sampling import (ElementSampler, Elements, FiniteElements, HaarSampler, PartialSampler, check_count, point_group,
-                       relative)
+from ..nn.sampling import (ElementSampler, Elements, FiniteElements, HaarSampler, PartialSampler, check_count,
+                          eval_elements, input_elements, point_group, relative)
 
 __all__ = ["LiftingConv", "GroupConv", "GroupProjection", "GROUP_KERNELS"]
 
 GROUP_KERNELS = ("siren", "relu", "swish", "discrete", "pdo")
-
-
-def _eval_draw(s: ElementSampler) -> Elements:
-    """The sampler's deterministic (eval-mode) elements, whatever its mode."""
-    was = s.training
-    s.training = False
-    try:
-        return s._draw()
-    finally:
-        s.training = was
 
 
 def _check_odd(k: object, who: str) -> int:
@@ -109,7 +99,7 @@ class _SampledLayer(nn.Module):
     def _out_elements(self, eval_mode: bool) -> Elements:
         s = self.out_sampler
         if eval_mode or s.is_deterministic:
-            return _eval_draw(s) if eval_mode else s()
+            return eval_elements(s) if eval_mode else s()
         if self._owns_out:
             return s()
         if s.current is None:
@@ -322,12 +312,7 @@ class GroupConv(_ConvBase):
         return self.in_sampler if self._owns_in else self.__dict__["_shared_in"]
 
     def _in_elements(self, eval_mode: bool) -> Elements:
-        s = self.input_sampler
-        if eval_mode or s.is_deterministic:
-            return _eval_draw(s) if eval_mode or not s.training else s._draw()
-        if s.current is None:
-            raise RuntimeError("GroupConv: the input sampler has not drawn yet; run the previous layer first")
-        return s.current
+        return input_elements(self.input_sampler, eval_mode, "GroupConv")
 
     def weights(self, eval_mode: bool = False, u: Elements | None = None,
                 v: Elements | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -414,7 +399,7 @@ class GroupProjection(_SampledLayer):
         """Mean: a 1 x 1 ``nn.Conv2d``; max: ``nn.Sequential(Unflatten, AdaptiveMaxPool3d, Flatten)`` over the
         kept elements of the eval-mode set."""
         with torch.no_grad():
-            w = _eval_draw(self.input_sampler).weight
+            w = eval_elements(self.input_sampler).weight
         S = len(w)
         if self.mode == "mean":
             conv = nn.Conv2d(self.channels * S, self.channels, 1, bias=False, device=w.device, dtype=w.dtype)

@@ -58,7 +58,7 @@ from ..nn.neural_epdo import order_scales
 from ..nn.pdo_base import discretization_stencils_1d
 from .layers import GroupConv, _check_odd
 from .partial import derivative_rep_torch
-from .sampling import ElementSampler, Elements, check_count
+from ..nn.sampling import ElementSampler, Elements, check_count
 
 __all__ = ["NeuralGroupPDO"]
 

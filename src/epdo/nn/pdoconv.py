@@ -12,6 +12,7 @@ the elementary PDOs are discretised by finite differences or Gaussian derivative
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffops import Discretization, derivative_representation
+from ..diffops import Discretization, derivative_rep_torch, derivative_representation
 from ..fields import FieldType
-from ..groups import Representation
+from ..groups import PlanarGroup, Representation, dihedral, o2, so2
 from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
 from .pdo_base import PDOLayerBase, check_int, discretization_stencils
+from .sampling import ElementSampler, Elements, FiniteElements, PartialSampler, input_elements, relative
 
 __all__ = ["PDOConv", "PDOeConvExpansion"]
 
@@ -104,6 +106,27 @@ class PDOConv(PDOLayerBase):
         stride: a positive int; the output keeps every ``stride``-th position (``conv2d``'s stride). With
             ``stride`` > 1 the kept grid is symmetric under 90-degree rotations only if ``H + 2 padding - k`` is
             a multiple of ``stride`` (e.g. odd ``H`` for stride 2, same padding).
+        partial: learn which orientations the layer is equivariant to (Partial G-CNNs, paper 004, applied to
+            the PDO-eConv parameterisation): see "Partial equivariance" below. theta, prob, theta_lr_factor,
+            prob_lr_factor: of the :class:`~epdo.nn.sampling.PartialSampler` (initial :math:`\theta/\pi`,
+            flip probability, learning-rate factors). in_elements: the previous partial layer's ``sampler``
+            (regular input fields; default: all elements of the group, the input of a full layer).
+
+    Partial equivariance (``partial=True``; ``in_type`` trivial or regular fields, ``out_type`` regular fields
+    of C_N, N >= 2, or D_N). The group is extended to SO(2) (O(2) for D_N; the mirror group for D_1) and the
+    output orientations u are drawn from a learned distribution over :math:`[-\theta, \theta]` (the flipped
+    coset with a learned probability), ``ceil(n theta / pi)`` of them (n = N, 2N for O(2)): anew at every
+    training forward pass, the deterministic grid :math:`\theta(-1 + 2j/n)` in eval mode. The coefficients are
+    those of ``basis="pdo_econv"`` (Shen et al. 2020), steered by the derivative representation:
+    :math:`W_u = D(M_u)^\top X` (lifting) and :math:`W_{u,v} = D(M_u)^\top X(u^{-1}v)` (regular input on the
+    previous layer's elements v), with :math:`X(\cdot)` the free coefficients on the grid of C_N (D_N),
+    interpolated linearly in the angle of the relative element between grid angles. theta and the flip
+    probability receive gradients through :math:`D(M_u)`, the interpolation weights and the straight-through
+    flip weight. At theta = pi (probability 1) in eval mode, on the full input grid, the layer is exactly the
+    full ``PDOConv(basis="pdo_econv")`` with the same parameters, its output orientations in the sampler's
+    order (from -pi). Shape: ``(B, C_in |S_in|, H, W) -> (B, C_out |S_out|, H', W')`` (C the number of
+    fields, channel ``c |S| + i`` the orientation i of field c); ``in_type`` / ``out_type`` keep the field types
+    of the full layer, ``sampler.current`` holds the output elements, the next layer's ``in_elements``.
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H', W')`` with
     ``H' = (H + 2 padding - k) // stride + 1``.
@@ -118,14 +141,31 @@ class PDOConv(PDOLayerBase):
     >>> layer = nn.PDOConv(t, t, order=2, kernel_size=3)
     >>> layer(torch.randn(1, 8, 9, 9)).shape
     torch.Size([1, 8, 9, 9])
+    >>> lift = nn.PDOConv(fields.FieldType(G, [G.trivial]), t, order=2, kernel_size=5, partial=True, theta=0.5)
+    >>> conv = nn.PDOConv(t, t, order=2, kernel_size=5, partial=True, in_elements=lift.sampler)
+    >>> y = conv(lift(torch.randn(1, 1, 9, 9)))   # lift: ceil(4 * 0.5) = 2 orientations per field
+    >>> y.shape[1] == 2 * len(conv.sampler.current)
+    True
     """
 
     def __init__(self, in_type: FieldType, out_type: FieldType, order: int = 4, kernel_size: int | None = None,
                  discretization: str | Discretization = "fd", sigma: float | None = None, bias: bool = True,
-                 basis: str = "steerable", padding: int | None = None, stride: int = 1, device=None, dtype=None):
+                 basis: str | None = None, padding: int | None = None, stride: int = 1, *, partial: bool = False,
+                 in_elements: ElementSampler | None = None, theta: float = 1.0, prob: float = 0.99,
+                 theta_lr_factor: float = 1.0, prob_lr_factor: float = 0.1, device=None, dtype=None):
         super().__init__(in_type, out_type, order, kernel_size, discretization, sigma, device, dtype)
+        if not isinstance(partial, bool):
+            raise TypeError(f"PDOConv: partial must be a bool, got {partial!r}")
+        if partial and basis == "steerable":
+            raise ValueError("PDOConv(partial=True) steers the coefficients of one orientation: it uses "
+                             "basis='pdo_econv' (same span), not 'steerable'")
+        if in_elements is not None and not partial:
+            raise ValueError("PDOConv: in_elements is an argument of partial layers (partial=True)")
+        basis = ("pdo_econv" if partial else "steerable") if basis is None else basis
         if basis not in ("steerable", "pdo_econv"):
             raise ValueError(f"PDOConv: unknown basis {basis!r}; expected 'steerable' or 'pdo_econv'")
+        if partial:
+            self._check_partial_types(in_elements)
         self.padding = self.kernel_size // 2 if padding is None else check_int(padding, "padding", "PDOConv", 0)
         self.stride = check_int(stride, "stride", "PDOConv", 1)
         order, n_alpha, fk = self.order, self.n_alpha, self._fk
@@ -140,8 +180,103 @@ class PDOConv(PDOLayerBase):
         self.register_buffer("_perm", torch.as_tensor(perm), persistent=False)
         if basis == "steerable":
             self._normalize_basis()
+        self.partial = partial
+        if partial:
+            self._setup_partial(in_elements, theta, prob, theta_lr_factor, prob_lr_factor)
         self.init_gain = 2.0
         self.reset_parameters()
+
+    # --- partial equivariance -------------------------------------------------------------------
+    def _check_partial_types(self, in_elements) -> None:
+        G, who = self.in_type.group, "PDOConv(partial=True)"
+        if not isinstance(G, PlanarGroup) or not G.is_finite or (not G.reflections and G.N < 2):
+            raise ValueError(f"{who}: needs field types of C_N (N >= 2) or D_N, got {G.name}")
+        if any(r != G.regular for r in self.out_type):
+            raise ValueError(f"{who}: out_type must be regular fields of {G.name}, got {self.out_type}")
+        if all(r == G.trivial for r in self.in_type):
+            self._lifting = True
+        elif all(r == G.regular for r in self.in_type):
+            self._lifting = False
+        else:
+            raise ValueError(f"{who}: in_type must be all trivial (lifting) or all regular fields, got {self.in_type}")
+        if self._lifting and in_elements is not None:
+            raise ValueError(f"{who}: trivial input fields live on the plane only; in_elements applies to regular input")
+
+    def _setup_partial(self, in_elements, theta, prob, theta_lr_factor, prob_lr_factor) -> None:
+        G, who = self.in_type.group, "PDOConv(partial=True)"
+        if G.reflections and G.N == 1:
+            cont, n = dihedral(1), 2
+        else:
+            cont, n = (o2(0), 2 * G.N) if G.reflections else (so2(0), G.N)
+        self.continuous_group = cont
+        self.sampler = PartialSampler(cont, n, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor,
+                                      prob_lr_factor=prob_lr_factor, **self._fk)
+        if not self._lifting:
+            if in_elements is None:
+                self.in_sampler = FiniteElements(G, **self._fk)
+            else:
+                if not isinstance(in_elements, ElementSampler):
+                    raise TypeError(f"{who}: in_elements must be a sampler (previous_layer.sampler), got "
+                                    f"{type(in_elements).__name__}")
+                if in_elements.group not in (cont, G):
+                    raise ValueError(f"{who}: in_elements are elements of {in_elements.group.name}; this layer's input "
+                                     f"lives on {cont.name} (or all of {G.name})")
+                self.__dict__["_shared_in"] = in_elements  # not a submodule: the previous layer owns it
+
+    @property
+    def input_sampler(self) -> ElementSampler | None:
+        """The sampler of the input elements (partial layers with regular input fields; else None)."""
+        if not self.partial or self._lifting:
+            return None
+        return self.__dict__.get("_shared_in", getattr(self, "in_sampler", None))
+
+    def _relative_coefficients(self, u: Elements, v: Elements) -> torch.Tensor:
+        """X(u^-1 v): ``(C_out, |Gamma|, C_in, S_u, S_v)``, the grid coefficients interpolated linearly in the angle
+        of the relative element (exact on grid angles)."""
+        G = self.in_type.group
+        N = G.N
+        w = self.expansion.weight  # (fields out, |Gamma|, C_in fields * |G|), columns: field, then G.elements index
+        xg = w.view(w.shape[0], w.shape[1], len(self.in_type), G.order)
+        cos, sin, flip, _ = relative(u, v, G)
+        p = torch.remainder(torch.atan2(sin, cos) * (N / (2 * math.pi)), N)
+        k0 = torch.floor(p).clamp(max=N - 1)
+        t = (p - k0).to(w.dtype)
+        k0 = k0.long()
+        k1 = (k0 + 1) % N
+        base = flip.long() * N if G.reflections else 0
+        return xg[..., base + k0] * (1 - t) + xg[..., base + k1] * t
+
+    def partial_filter_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Partial layers: the ``(C_out |S_out|, C_in |S_in|, k, k)`` filter and bias for a new draw of the output
+        elements (stored in ``sampler.current``) on the current input elements."""
+        u = self.sampler()
+        D = derivative_rep_torch(u.matrices().to(self.expansion.weight.dtype), self.order)  # D(M_u) = rho_hat(u^-1)
+        st = self.stencils
+        if self._lifting:
+            x = self.expansion.weight  # (o, |Gamma|, c)
+            k = torch.einsum("sba,obc,akl->osckl", D, x, st)
+            k = k.reshape(-1, x.shape[2], *st.shape[1:])
+        else:
+            v = input_elements(self.input_sampler, False, "PDOConv(partial=True)")
+            xr = self._relative_coefficients(u, v)  # (o, |Gamma|, c, S_u, S_v)
+            k = torch.einsum("sba,obcst,akl,t->osctkl", D, xr, st, v.weight.to(xr.dtype))
+            k = k.reshape(k.shape[0] * k.shape[1], k.shape[2] * k.shape[3], *st.shape[1:])
+        b = None
+        if self.bias_term is not None:  # regular fields: the bias is constant over a field's orientations
+            b = self.bias_term().view(len(self.out_type), -1)[:, :1].expand(-1, len(u)).reshape(-1)
+        return k, b
+
+    def _partial_forward(self, x: torch.Tensor) -> torch.Tensor:
+        who = "PDOConv(partial=True)"
+        n_in = self.in_type.size if self._lifting else len(self.in_type) * len(
+            input_elements(self.input_sampler, False, who))
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != n_in:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            what = "input fields" if self._lifting else f"fields x {n_in // len(self.in_type)} input elements"
+            raise ValueError(f"{who}: expected a float tensor of shape (B, {n_in}, H, W) ({len(self.in_type)} {what}), "
+                             f"got {got}")
+        weight, bias = self.cast_like(x, *self.partial_filter_and_bias())
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def _normalize_basis(self) -> None:
         """Scale every basis element so that its discretised filter has unit Frobenius norm.
@@ -180,16 +315,27 @@ class PDOConv(PDOLayerBase):
 
     # --- forward / export -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.partial:
+            return self._partial_forward(x)
         self.check_input(x)
         weight, bias = self.cast_like(x, *self.filter_and_bias())  # autocast: conv2d picks the compute dtype
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     @torch.no_grad()
     def export(self) -> nn.Conv2d:
-        """A plain ``torch.nn.Conv2d`` computing the same function (the expanded filter and bias)."""
-        weight = self._expand_filter()
-        bias = None if self.bias_term is None else self.bias_term()
-        conv = nn.Conv2d(self.in_type.size, self.out_type.size, self.kernel_size, padding=self.padding,
+        """A plain ``torch.nn.Conv2d`` computing the same function (the expanded filter and bias; partial layers:
+        the eval-mode function on the deterministic element sets)."""
+        if self.partial:
+            was = self.training
+            self.eval()
+            try:
+                weight, bias = self.partial_filter_and_bias()
+            finally:
+                self.train(was)
+        else:
+            weight = self._expand_filter()
+            bias = None if self.bias_term is None else self.bias_term()
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], self.kernel_size, padding=self.padding,
                          stride=self.stride, bias=bias is not None, device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         if bias is not None:
@@ -204,4 +350,5 @@ class PDOConv(PDOLayerBase):
             s += f", stride={self.stride}"
         if self.bias_term is None:
             s += ", bias=False"
-        return s + ("" if self.basis == "steerable" else f", basis={self.basis!r}")
+        s += "" if self.basis == "steerable" or self.partial else f", basis={self.basis!r}"
+        return s + (", partial=True" if self.partial else "")

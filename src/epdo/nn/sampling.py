@@ -1,5 +1,6 @@
-r"""Group elements for group convolutions: a finite group's grid, Haar Monte Carlo samples, learned partial
-distributions (paper 004, sections 2.2 and 3).
+r"""Group elements for group convolutions and partial PDO layers: a finite group's grid, Haar Monte Carlo
+samples, learned partial distributions (paper 004, sections 2.2 and 3). Used by :mod:`epdo.gconv` and by
+``epdo.nn.PDOConv(partial=True)``.
 
 Every sampler is a ``torch.nn.Module`` whose call returns an :class:`Elements` (planar point-group
 elements :math:`r_\theta f^s` as tensors, with quadrature weights) and keeps it in ``current`` for the next
@@ -40,7 +41,7 @@ from torch import nn
 from ..groups import EuclideanGroup, Group, PlanarGroup
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "HaarSampler", "PartialSampler", "point_group",
-           "relative"]
+           "relative", "eval_elements", "input_elements"]
 
 
 class Elements(NamedTuple):
@@ -137,6 +138,27 @@ class ElementSampler(nn.Module):
         state = self.__dict__.copy()
         state["current"] = None
         return state
+
+
+def eval_elements(s: ElementSampler) -> Elements:
+    """The sampler's deterministic (eval-mode) elements, whatever its mode (``current`` is not changed)."""
+    was = s.training
+    s.training = False
+    try:
+        return s._draw()
+    finally:
+        s.training = was
+
+
+def input_elements(s: ElementSampler, eval_mode: bool, who: str) -> Elements:
+    """The elements a layer reads its input on: the previous layer's sampler ``s``. Eval mode (``eval_mode`` or
+    the sampler's own flag): its deterministic set; training: the draw the previous layer made in this forward
+    pass (``s.current``; a RuntimeError naming ``who`` if it has not drawn)."""
+    if eval_mode or s.is_deterministic:
+        return eval_elements(s) if eval_mode or not s.training else s._draw()
+    if s.current is None:
+        raise RuntimeError(f"{who}: the input sampler has not drawn yet; run the previous layer first")
+    return s.current
 
 
 class FiniteElements(ElementSampler):
