@@ -141,3 +141,80 @@ def test_bad_arguments_are_clear_errors():
         nn.PDOConv(t1, t, order=2, kernel_size=5, partial=True, theta=1.5)
     with pytest.raises(ValueError, match=r"in_elements are elements of O\(2\); this layer.s input lives on SO\(2\)"):
         nn.PDOConv(t, t, order=2, kernel_size=5, partial=True, in_elements=nn.sampling.HaarSampler(groups.o2(0), 8))
+
+
+# --- NeuralEPDO(partial=True) -----------------------------------------------------------------------------------
+
+def _randomise_biases(layer):
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.endswith("bias"):
+                p.normal_()
+
+
+@pytest.mark.parametrize("G", [groups.cyclic(4), groups.cyclic(8), groups.dihedral(4)], ids=str)
+@pytest.mark.parametrize("backend,reduction,partition", [("torch", 2, 1), ("dense", 1, 2), ("auto", 1, 1)])
+def test_neural_epdo_on_all_elements_is_the_full_layer(G, backend, reduction, partition):
+    torch.manual_seed(0)
+    t = FieldType(G, [G.regular] * 2)
+    part = nn.NeuralEPDO(t, order=2, kernel_size=5, reduction=reduction, partition=partition, backend=backend,
+                         partial=True, dtype=D).eval()
+    _randomise_biases(part)
+    full = nn.NeuralEPDO(t, order=2, kernel_size=5, reduction=reduction, partition=partition, dtype=D).eval()
+    full.load_state_dict(part.state_dict())
+    x = torch.randn(2, t.size, 9, 9, dtype=D)
+    ref = full(x)
+    assert (part(x) - ref).abs().max() <= 1e-12 * ref.abs().max()
+
+
+@pytest.mark.parametrize("G", [groups.cyclic(8), groups.dihedral(4)], ids=str)
+def test_partial_pdo_network_at_full_theta_is_the_full_network(G):
+    torch.manual_seed(0)
+    t1, t = _types(G, c_in=1, c_out=2, lifting=True)
+    lift = nn.PDOConv(t1, t, order=2, kernel_size=5, partial=True, prob=1.0, dtype=D).eval()
+    neural = nn.NeuralEPDO(t, order=2, kernel_size=5, reduction=2, partial=True, in_elements=lift.sampler,
+                           dtype=D).eval()
+    _randomise_biases(lift)
+    _randomise_biases(neural)
+    full_lift = nn.PDOConv(t1, t, order=2, kernel_size=5, basis="pdo_econv", dtype=D).eval()
+    full_lift.load_state_dict({k: v for k, v in lift.state_dict().items() if not k.startswith("sampler.")})
+    full_neural = nn.NeuralEPDO(t, order=2, kernel_size=5, reduction=2, dtype=D).eval()
+    full_neural.load_state_dict(neural.state_dict())
+    x = torch.randn(2, 1, 11, 11, dtype=D)
+    y = neural(torch.tanh(lift(x)))
+    order = _element_index(G, lift.sampler.current)
+    ref = full_neural(torch.tanh(full_lift(x))).view(2, 2, G.order, 11, 11)[:, :, order].reshape(y.shape)
+    assert (y - ref).abs().max() <= 1e-12 * ref.abs().max()
+
+
+def test_neural_epdo_passes_gradients_to_the_previous_layers_theta():
+    torch.manual_seed(0)
+    G = groups.dihedral(4)
+    t1, t = _types(G, c_in=1, c_out=2, lifting=True)
+    lift = nn.PDOConv(t1, t, order=2, kernel_size=5, partial=True, theta=0.6, prob=0.9, dtype=D).train()
+    neural = nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True, in_elements=lift.sampler, dtype=D).train()
+    pool = gconv.GroupProjection(lift.continuous_group, 2, in_elements=lift.sampler)
+    h = lift(torch.randn(2, 1, 9, 9, dtype=D))
+    out = pool(neural(h))
+    assert neural(h).shape == h.shape  # the output lives on the input's elements
+    (out * torch.randn_like(out)).sum().backward()
+    for p in (lift.sampler.theta_raw, lift.sampler.prob_raw):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs() > 0
+    assert "partial=True" in repr(neural)
+
+
+def test_neural_epdo_partial_bad_arguments():
+    G = groups.cyclic(4)
+    t = FieldType(G, [G.regular] * 2)
+    with pytest.raises(ValueError, match="needs mode='diag'"):
+        nn.NeuralEPDO(t, t, order=2, kernel_size=5, mode="full", partial=True)
+    q = FieldType(G, [G.trivial] * 2)
+    with pytest.raises(ValueError, match="needs regular fields of C_N or D_N"):
+        nn.NeuralEPDO(q, order=2, kernel_size=5, partial=True)
+    with pytest.raises(ValueError, match="in_elements is an argument of partial layers"):
+        nn.NeuralEPDO(t, order=2, kernel_size=5, in_elements=nn.sampling.FiniteElements(G))
+    with pytest.raises(ValueError, match=r"in_elements are elements of O\(2\), the fields are of C4"):
+        nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True, in_elements=nn.sampling.HaarSampler(groups.o2(0), 8))
+    layer = nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True)
+    with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 8, H, W\) \(2 fields x 4 elements\)"):
+        layer(torch.randn(1, 6, 9, 9))

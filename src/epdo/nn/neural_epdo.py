@@ -67,13 +67,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..diffops import Discretization, correlate, derivative_representation, multi_indices, num_multi_indices
+from ..diffops import (Discretization, correlate, derivative_rep_torch, derivative_representation, multi_indices,
+                       num_multi_indices)
 from ..fields import FieldType
-from ..groups import Representation
+from ..groups import PlanarGroup, Representation
 from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
 from .expansion import FieldBias, HomExpansion
 from .nonlinearities import is_permutation_representation
 from .pdo_base import PDOLayerBase, discretization_stencils_1d
+from .sampling import ElementSampler, Elements, FiniteElements, input_elements, interpolate_relative
 
 __all__ = ["NeuralEPDO", "expected_num_params"]
 
@@ -166,8 +168,22 @@ class NeuralEPDO(PDOLayerBase):
             has compiled it, else pure torch; the dense path for non-separable discretisations), ``"torch"``,
             ``"cpp"`` (compiles on first use; needs a C++ compiler) or ``"dense"`` (the reference path). All
             compute the same function (tested to float rounding). ``full`` mode runs the dense path.
+        partial, in_elements: run on a learned subset of orientations (below); ``in_elements`` is the previous
+            partial layer's ``sampler`` (default: all elements of the group).
 
     Shape: ``(B, in_type.size, H, W) -> (B, out_type.size, H, W)`` (zero padding, same size).
+
+    Partial equivariance (``partial=True``; diag mode, regular fields of C_N / D_N): the input holds each field on
+    the elements v of the previous layer's learned subset (``PDOConv(partial=True)``, Partial G-CNNs of paper 004),
+    ``(B, C |S|, H, W)``, and the output lives on the same elements (diag mode maps a field to itself). The
+    generator's intertwiners are read as functions of the relative element, :math:`W^1_{uv} = A(u^{-1}v)` and
+    :math:`W^2_{uv} = D(M_u)^\top B(u^{-1}v)` (:math:`b^2_u = D(M_u)^\top b^2_e`): the expanded full-group
+    weights at the identity row, interpolated in the relative angle between grid angles
+    (:func:`~epdo.nn.sampling.interpolate_relative`), each sum over v weighted by the draw's quadrature weights.
+    On all elements of the group (``in_elements`` None, or a partial sampler at theta = pi, probability 1, in eval
+    mode) this is exactly the full layer; the learned subset, and its gradient, belong to the layer before
+    (its output domain is this layer's domain). A layer with its own distribution needs a mix onto new elements:
+    :class:`epdo.gconv.NeuralGroupPDO`.
 
     >>> from epdo import groups, fields, nn
     >>> G = groups.cyclic(4)
@@ -182,7 +198,8 @@ class NeuralEPDO(PDOLayerBase):
     def __init__(self, in_type: FieldType, out_type: FieldType | None = None, order: int = 4,
                  kernel_size: int | None = None, discretization: str | Discretization = "fd", reduction: int = 1,
                  partition: int = 1, mode: str = "diag", sigma: float | None = None, bias: bool = True,
-                 backend: str = "auto", device=None, dtype=None):
+                 backend: str = "auto", *, partial: bool = False, in_elements: ElementSampler | None = None,
+                 device=None, dtype=None):
         name = type(self).__name__
         if not isinstance(in_type, FieldType):
             raise TypeError(f"{name}: in_type must be an epdo.fields.FieldType, got {type(in_type).__name__}")
@@ -257,7 +274,81 @@ class NeuralEPDO(PDOLayerBase):
         lam = order_scales(order, sq_norm, fan)
         self.register_buffer("_row_scale", torch.tensor(lam[alpha_of_row], **fk), persistent=False)
         self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
+        self.partial = self._setup_partial(partial, in_elements)
         self.reset_parameters()
+
+    def _setup_partial(self, partial: bool, in_elements) -> bool:
+        who = "NeuralEPDO(partial=True)"
+        if not isinstance(partial, bool):
+            raise TypeError(f"NeuralEPDO: partial must be a bool, got {partial!r}")
+        if not partial:
+            if in_elements is not None:
+                raise ValueError("NeuralEPDO: in_elements is an argument of partial layers (partial=True)")
+            return False
+        G = self.in_type.group
+        if self.mode != "diag":
+            raise ValueError(f"{who}: needs mode='diag' (the output lives on the input's elements), got {self.mode!r}")
+        if not isinstance(G, PlanarGroup) or any(r != G.regular for r in self.in_type):
+            raise ValueError(f"{who}: needs regular fields of C_N or D_N, got {self.in_type}")
+        if G.elements[0] != G.identity:
+            raise AssertionError(f"{G.name}: the first element is not the identity")
+        if in_elements is None:
+            self.in_sampler = FiniteElements(G, **self._fk)
+        else:
+            if not isinstance(in_elements, ElementSampler):
+                raise TypeError(f"{who}: in_elements must be a sampler (previous_layer.sampler), got "
+                                f"{type(in_elements).__name__}")
+            if in_elements.group.reflections != G.reflections or not (in_elements.group == G or
+                                                                         not in_elements.group.is_finite or G.N == 1):
+                raise ValueError(f"{who}: in_elements are elements of {in_elements.group.name}, the fields are of "
+                                 f"{G.name} (expected {G.name} itself or {'O(2)' if G.reflections else 'SO(2)'})")
+            self.__dict__["_shared_in"] = in_elements  # the previous layer owns it
+        return True
+
+    @property
+    def input_sampler(self) -> ElementSampler | None:
+        """Partial layers: the sampler of the elements the fields live on (else None)."""
+        if not getattr(self, "partial", False):
+            return None
+        return self.__dict__.get("_shared_in", getattr(self, "in_sampler", None))
+
+    def partial_generator_weights(self, v: Elements) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                                               torch.Tensor | None]:
+        """``(W1, b1, W2, b2)`` of a partial layer on the elements ``v`` (class docstring), as matrices
+        ``(K |S|, C |S|)``, ``(C_0 |S| |Gamma|, K |S|)`` with rows ``((c, u), alpha)``."""
+        G = self.in_type.group
+        n, S, na = G.order, len(v), self.n_alpha
+        w1, b1, w2, b2 = self.generator_weights()
+        k, c, c0 = w1.shape[0] // n, w1.shape[1] // n, w2.shape[0] // (n * na)
+        q = v.weight.to(w1.dtype)
+        a = interpolate_relative(w1.view(k, n, c, n)[:, 0], v, v, G)  # (k, c, S, S): A(v_i^-1 v_j)
+        w1p = (a * q).permute(0, 2, 1, 3).reshape(k * S, c * S)
+        b1p = None if b1 is None else b1.view(k, n)[:, :1].expand(k, S).reshape(-1)
+        D = derivative_rep_torch(v.matrices().to(w1.dtype), self.order)  # D(M_v) = rho_hat(v^-1)
+        bm = interpolate_relative(w2.view(c0, n, na, k, n)[:, 0], v, v, G)  # (c0, alpha, k, S, S)
+        w2p = torch.einsum("iba,cbkij,j->ciakj", D, bm, q).reshape(c0 * S * na, k * S)
+        b2p = None if b2 is None else torch.einsum("iba,cb->cia", D, b2.view(c0, n, na)[:, 0]).reshape(-1)
+        return w1p, b1p, w2p, b2p
+
+    def _partial_forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = input_elements(self.input_sampler, False, "NeuralEPDO(partial=True)")
+        c, S = len(self.in_type), len(v)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != c * S:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"NeuralEPDO(partial=True): expected a float tensor of shape (B, {c * S}, H, W) ({c} "
+                             f"fields x {S} elements), got {got}")
+        x = x.contiguous()
+        w1, b1, w2, b2 = self.cast_like(x, *self.partial_generator_weights(v))
+        h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
+        b_, _, hh, ww = x.shape
+        if self._stencils is not None and self.backend != "dense" and x.numel():
+            h, w2, b2 = self.cast_like(x, h, w2, b2)
+            with torch.autocast(x.device.type, enabled=False):
+                return generated_pdo_product(x, h, w2, b2, self._stencils, self.backend)
+        c0 = w2.shape[0] // self.n_alpha
+        d = correlate(x, self.stencils).view(b_, -1, c0, self.n_alpha, hh, ww)
+        coef = F.conv2d(h, w2[:, :, None, None], b2).view(b_, 1, c0, self.n_alpha, hh, ww)
+        return (d * coef).sum(3).reshape(b_, c * S, hh, ww)
 
     @staticmethod
     def _check_periodic(reps: list[Representation], partition: int, what: str) -> None:
@@ -326,6 +417,8 @@ class NeuralEPDO(PDOLayerBase):
         return d.view(b_, self.partition, self.c0_in, self.n_alpha, hh, ww)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.partial:
+            return self._partial_forward(x)
         self.check_input(x)
         x = x.contiguous()
         w1, b1, w2, b2 = self._weights_for(x)
@@ -348,4 +441,4 @@ class NeuralEPDO(PDOLayerBase):
         s = super().extra_repr() + f", reduction={self.reduction}, partition={self.partition}, mode={self.mode!r}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        return s
+        return s + (", partial=True" if self.partial else "")

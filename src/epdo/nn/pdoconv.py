@@ -12,7 +12,6 @@ the elementary PDOs are discretised by finite differences or Gaussian derivative
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -25,7 +24,7 @@ from ..fields import FieldType
 from ..groups import PlanarGroup, Representation, dihedral, o2, so2
 from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
 from .pdo_base import PDOLayerBase, check_int, discretization_stencils
-from .sampling import ElementSampler, Elements, FiniteElements, PartialSampler, input_elements, relative
+from .sampling import ElementSampler, Elements, FiniteElements, PartialSampler, input_elements, interpolate_relative
 
 __all__ = ["PDOConv", "PDOeConvExpansion"]
 
@@ -232,19 +231,10 @@ class PDOConv(PDOLayerBase):
 
     def _relative_coefficients(self, u: Elements, v: Elements) -> torch.Tensor:
         """X(u^-1 v): ``(C_out, |Gamma|, C_in, S_u, S_v)``, the grid coefficients interpolated linearly in the angle
-        of the relative element (exact on grid angles)."""
+        of the relative element (:func:`~epdo.nn.sampling.interpolate_relative`; exact on grid angles)."""
         G = self.in_type.group
-        N = G.N
         w = self.expansion.weight  # (fields out, |Gamma|, C_in fields * |G|), columns: field, then G.elements index
-        xg = w.view(w.shape[0], w.shape[1], len(self.in_type), G.order)
-        cos, sin, flip, _ = relative(u, v, G)
-        p = torch.remainder(torch.atan2(sin, cos) * (N / (2 * math.pi)), N)
-        k0 = torch.floor(p).clamp(max=N - 1)
-        t = (p - k0).to(w.dtype)
-        k0 = k0.long()
-        k1 = (k0 + 1) % N
-        base = flip.long() * N if G.reflections else 0
-        return xg[..., base + k0] * (1 - t) + xg[..., base + k1] * t
+        return interpolate_relative(w.view(w.shape[0], w.shape[1], len(self.in_type), G.order), u, v, G)
 
     def partial_filter_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Partial layers: the ``(C_out |S_out|, C_in |S_in|, k, k)`` filter and bias for a new draw of the output

@@ -41,7 +41,7 @@ from torch import nn
 from ..groups import EuclideanGroup, Group, PlanarGroup
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "HaarSampler", "PartialSampler", "point_group",
-           "relative", "eval_elements", "input_elements"]
+           "relative", "eval_elements", "input_elements", "interpolate_relative"]
 
 
 class Elements(NamedTuple):
@@ -85,6 +85,23 @@ def relative(u: Elements, v: Elements, group: PlanarGroup) -> tuple[torch.Tensor
         rot = torch.where(iu == 1, ku - kv, kv - ku) % N
         index = (iu ^ iv) * N + rot
     return cos, sin, flip, index
+
+
+def interpolate_relative(values: torch.Tensor, u: Elements, v: Elements, group: PlanarGroup) -> torch.Tensor:
+    r"""A function on the finite group ``group`` (C_N or D_N), ``values`` of shape ``(..., |G|)`` indexed as
+    ``G.elements``, evaluated at the relative elements :math:`u_i^{-1} v_j` of any planar elements:
+    ``(..., S_u, S_v)``, linear in the angle of the rotation part between neighbouring grid angles (on the
+    flip's coset for D_N). Exact on grid elements; piecewise linear, so differentiable in the angles except
+    where a relative angle crosses a grid angle."""
+    N = group.N
+    cos, sin, flip, _ = relative(u, v, group)
+    p = torch.remainder(torch.atan2(sin, cos) * (N / (2 * math.pi)), N)
+    k0 = torch.floor(p).clamp(max=N - 1)
+    t = (p - k0).to(values.dtype)
+    k0 = k0.long()
+    k1 = (k0 + 1) % N
+    base = flip.long() * N if group.reflections else 0
+    return values[..., base + k0] * (1 - t) + values[..., base + k1] * t
 
 
 def point_group(group: Group, who: str) -> PlanarGroup:
