@@ -213,7 +213,7 @@ def test_neural_epdo_partial_bad_arguments():
         nn.NeuralEPDO(q, order=2, kernel_size=5, partial=True)
     with pytest.raises(ValueError, match="in_elements is an argument of partial layers"):
         nn.NeuralEPDO(t, order=2, kernel_size=5, in_elements=nn.sampling.FiniteElements(G))
-    with pytest.raises(ValueError, match=r"in_elements are elements of O\(2\), the fields are of C4"):
+    with pytest.raises(ValueError, match=r"in_elements are elements of O\(2\); this layer.s input lives on SO\(2\) \(or all of C4\)"):
         nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True, in_elements=nn.sampling.HaarSampler(groups.o2(0), 8))
     layer = nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True)
     with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 8, H, W\) \(2 fields x 4 elements\)"):

@@ -185,7 +185,16 @@ class EGNNLayer(nn.Module):
 class _GatedTP(nn.Module):
     """A steerable linear layer (e3nn FullyConnectedTensorProduct of features with attributes, bias on the
     even scalars), followed, if ``gate``, by e3nn's Gate: SiLU on even scalars, tanh on odd ones, sigmoid
-    gates on the l > 0 fields. ``irreps_out`` is the output's irreps."""
+    gates on the l > 0 fields. ``irreps_out`` is the output's irreps.
+
+    Parameterisation (that of SEGNN's ``O3TensorProduct``, and of ``torch.nn.Linear``): the parameter
+    ``weight`` holds e3nn's path weights times k = fan_in^(-1/2) of their output field (fan_in:
+    the products ``mul1 * mul2`` of all paths into that field); :meth:`path_weights` undoes the factor. The
+    function is e3nn's and the initial path weights are e3nn's N(0, 1); what changes is training: Adam's step
+    does not depend on the gradient's scale, so a path weight moves by lr / k per step instead of lr (10-30x at
+    the N-body widths). With e3nn's own parameterisation segnn-nbody learned about 10x more slowly per epoch
+    at the paper's lr (docs/results.md).
+    """
 
     def __init__(self, irreps_in, irreps_attr, irreps_out, gate: bool, device=None, dtype=None):
         super().__init__()
@@ -206,9 +215,19 @@ class _GatedTP(nn.Module):
             else:
                 self.gate = None
                 tp_out = irreps_out
-            self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_attr, tp_out)
+            self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_attr, tp_out, internal_weights=False,
+                                                     shared_weights=True)
         finally:
             torch.set_default_dtype(default)
+        fan: dict[int, int] = {}
+        paths = [ins for ins in self.tp.instructions if ins.has_weight]
+        for ins in paths:
+            fan[ins.i_out] = fan.get(ins.i_out, 0) + ins.path_shape[0] * ins.path_shape[1]
+        scale = [torch.full((math.prod(ins.path_shape),), math.sqrt(fan[ins.i_out]), dtype=torch.float64)
+                 for ins in paths]
+        scale_t = torch.cat(scale) if scale else torch.zeros(0, dtype=torch.float64)
+        self.register_buffer("_weight_scale", scale_t, persistent=False)
+        self.weight = nn.Parameter(torch.randn(self.tp.weight_numel, dtype=torch.float64) / scale_t)
         self.irreps_out = self.gate.irreps_out if gate else tp_out
         even = [s for (m, ir), s in zip(self.tp.irreps_out, self.tp.irreps_out.slices()) if ir == o3.Irrep("0e")]
         self._bias_slices = [(s.start, s.stop) for s in even]
@@ -216,10 +235,14 @@ class _GatedTP(nn.Module):
         self.bias = nn.Parameter(torch.zeros(nb)) if nb else None
         self.to(device=device, dtype=default if dtype is None else dtype)
 
+    def path_weights(self) -> torch.Tensor:
+        """e3nn's path weights (weight_numel,): the parameter divided by k (class docstring)."""
+        return self.weight * self._weight_scale
+
     def forward(self, x: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
-        dt = self.tp.weight.dtype
+        dt = self.weight.dtype
         with torch.autocast(x.device.type, enabled=False):  # e3nn's contractions need one dtype: the weights'
-            y = self.tp(x.to(dt), attr.to(dt))
+            y = self.tp(x.to(dt), attr.to(dt), self.path_weights())
             if self._bias_slices:
                 parts, k, last = [], 0, 0
                 for a, b in self._bias_slices:

@@ -106,7 +106,7 @@ class SEGNNNBody(nn.Module):
                                     for _ in range(layers))
         self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
         with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
-            self.head.tp.weight.mul_(0.01)
+            self.head.weight.mul_(0.01)
 
     def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         from e3nn import o3
@@ -227,7 +227,7 @@ class EGNNNBodyPlain(nn.Module):
 
 
 def _plain_tp(mod: _GatedTP, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    y = mod.tp(x, a)
+    y = mod.tp(x, a, mod.weight * mod._weight_scale)
     k = 0
     for s, e in mod._bias_slices:
         y = torch.cat([y[:, :s], y[:, s:e] + mod.bias[k:k + e - s], y[:, e:]], 1)

@@ -75,7 +75,8 @@ from ._epdo_kernels import BACKENDS, PDOStencils, generated_pdo_product
 from .expansion import FieldBias, HomExpansion
 from .nonlinearities import is_permutation_representation
 from .pdo_base import PDOLayerBase, discretization_stencils_1d
-from .sampling import ElementSampler, Elements, FiniteElements, input_elements, interpolate_relative
+from .sampling import (ElementSampler, Elements, attach_input_sampler, attached_input_sampler, input_elements,
+                       interpolate_relative)
 
 __all__ = ["NeuralEPDO", "expected_num_params"]
 
@@ -292,17 +293,7 @@ class NeuralEPDO(PDOLayerBase):
             raise ValueError(f"{who}: needs regular fields of C_N or D_N, got {self.in_type}")
         if G.elements[0] != G.identity:
             raise AssertionError(f"{G.name}: the first element is not the identity")
-        if in_elements is None:
-            self.in_sampler = FiniteElements(G, **self._fk)
-        else:
-            if not isinstance(in_elements, ElementSampler):
-                raise TypeError(f"{who}: in_elements must be a sampler (previous_layer.sampler), got "
-                                f"{type(in_elements).__name__}")
-            if in_elements.group.reflections != G.reflections or not (in_elements.group == G or
-                                                                         not in_elements.group.is_finite or G.N == 1):
-                raise ValueError(f"{who}: in_elements are elements of {in_elements.group.name}, the fields are of "
-                                 f"{G.name} (expected {G.name} itself or {'O(2)' if G.reflections else 'SO(2)'})")
-            self.__dict__["_shared_in"] = in_elements  # the previous layer owns it
+        attach_input_sampler(self, in_elements, G, who)
         return True
 
     @property
@@ -310,7 +301,7 @@ class NeuralEPDO(PDOLayerBase):
         """Partial layers: the sampler of the elements the fields live on (else None)."""
         if not getattr(self, "partial", False):
             return None
-        return self.__dict__.get("_shared_in", getattr(self, "in_sampler", None))
+        return attached_input_sampler(self)
 
     def partial_generator_weights(self, v: Elements) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
                                                                torch.Tensor | None]:

@@ -21,10 +21,11 @@ from torch import nn
 
 from ..diffops import Discretization, derivative_rep_torch, derivative_representation
 from ..fields import FieldType
-from ..groups import PlanarGroup, Representation, dihedral, o2, so2
+from ..groups import PlanarGroup, Representation
 from .expansion import FieldBias, HomExpansion, RotatedPDOExpansion
 from .pdo_base import PDOLayerBase, check_int, discretization_stencils
-from .sampling import ElementSampler, Elements, FiniteElements, PartialSampler, input_elements, interpolate_relative
+from .sampling import (ElementSampler, Elements, PartialSampler, attach_input_sampler, attached_input_sampler,
+                       continuous_extension, input_elements, interpolate_relative)
 
 __all__ = ["PDOConv", "PDOeConvExpansion"]
 
@@ -202,32 +203,19 @@ class PDOConv(PDOLayerBase):
             raise ValueError(f"{who}: trivial input fields live on the plane only; in_elements applies to regular input")
 
     def _setup_partial(self, in_elements, theta, prob, theta_lr_factor, prob_lr_factor) -> None:
-        G, who = self.in_type.group, "PDOConv(partial=True)"
-        if G.reflections and G.N == 1:
-            cont, n = dihedral(1), 2
-        else:
-            cont, n = (o2(0), 2 * G.N) if G.reflections else (so2(0), G.N)
-        self.continuous_group = cont
-        self.sampler = PartialSampler(cont, n, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor,
+        G = self.in_type.group
+        self.continuous_group, n = continuous_extension(G)
+        self.sampler = PartialSampler(self.continuous_group, n, theta=theta, prob=prob, theta_lr_factor=theta_lr_factor,
                                       prob_lr_factor=prob_lr_factor, **self._fk)
         if not self._lifting:
-            if in_elements is None:
-                self.in_sampler = FiniteElements(G, **self._fk)
-            else:
-                if not isinstance(in_elements, ElementSampler):
-                    raise TypeError(f"{who}: in_elements must be a sampler (previous_layer.sampler), got "
-                                    f"{type(in_elements).__name__}")
-                if in_elements.group not in (cont, G):
-                    raise ValueError(f"{who}: in_elements are elements of {in_elements.group.name}; this layer's input "
-                                     f"lives on {cont.name} (or all of {G.name})")
-                self.__dict__["_shared_in"] = in_elements  # not a submodule: the previous layer owns it
+            attach_input_sampler(self, in_elements, G, "PDOConv(partial=True)")
 
     @property
     def input_sampler(self) -> ElementSampler | None:
         """The sampler of the input elements (partial layers with regular input fields; else None)."""
         if not self.partial or self._lifting:
             return None
-        return self.__dict__.get("_shared_in", getattr(self, "in_sampler", None))
+        return attached_input_sampler(self)
 
     def _relative_coefficients(self, u: Elements, v: Elements) -> torch.Tensor:
         """X(u^-1 v): ``(C_out, |Gamma|, C_in, S_u, S_v)``, the grid coefficients interpolated linearly in the angle

@@ -41,7 +41,8 @@ from torch import nn
 from ..groups import EuclideanGroup, Group, PlanarGroup
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "HaarSampler", "PartialSampler", "point_group",
-           "relative", "eval_elements", "input_elements", "interpolate_relative"]
+           "relative", "eval_elements", "input_elements", "interpolate_relative", "continuous_extension",
+           "attach_input_sampler"]
 
 
 class Elements(NamedTuple):
@@ -102,6 +103,38 @@ def interpolate_relative(values: torch.Tensor, u: Elements, v: Elements, group: 
     k1 = (k0 + 1) % N
     base = flip.long() * N if group.reflections else 0
     return values[..., base + k0] * (1 - t) + values[..., base + k1] * t
+
+
+def continuous_extension(group: PlanarGroup) -> tuple[PlanarGroup, int]:
+    """The group a partial layer on fields of ``group`` samples from, and its full sample count: C_N -> (SO(2),
+    N), D_N -> (O(2), 2N), the mirror group D_1 -> (D_1, 2)."""
+    from ..groups import dihedral, o2, so2
+
+    if group.reflections and group.N == 1:
+        return dihedral(1), 2
+    return (o2(0), 2 * group.N) if group.reflections else (so2(0), group.N)
+
+
+def attach_input_sampler(layer: nn.Module, in_elements, group: PlanarGroup, who: str) -> None:
+    """Give a partial layer on fields of the finite ``group`` its input elements: ``in_elements`` (the previous
+    layer's sampler, over ``group`` or its :func:`continuous_extension`; kept outside the layer's submodules,
+    the previous layer owns it) or, if None, all elements of ``group`` (``layer.in_sampler``)."""
+    if in_elements is None:
+        layer.in_sampler = FiniteElements(group, dtype=layer._fk["dtype"], device=layer._fk["device"])
+        return
+    if not isinstance(in_elements, ElementSampler):
+        raise TypeError(f"{who}: in_elements must be a sampler (previous_layer.sampler), got {type(in_elements).__name__}")
+    g = in_elements.group
+    cont = continuous_extension(group)[0]
+    if not (g == group or g == cont or (not g.is_finite and not cont.is_finite and g.reflections == cont.reflections)):
+        raise ValueError(f"{who}: in_elements are elements of {g.name}; this layer's input lives on {cont.name} (or "
+                         f"all of {group.name})")
+    layer.__dict__["_shared_in"] = in_elements
+
+
+def attached_input_sampler(layer: nn.Module) -> ElementSampler | None:
+    """The sampler :func:`attach_input_sampler` gave ``layer`` (None if none)."""
+    return layer.__dict__.get("_shared_in", getattr(layer, "in_sampler", None))
 
 
 def point_group(group: Group, who: str) -> PlanarGroup:
