@@ -4,12 +4,14 @@ against finite differences, field types, extra_repr and bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import epdo
 from epdo import graph
-from epdo.graph import EGNNLayer, GraphError, LiftedConvLayer, PointCloud, PositionOrientationCloud, SEGNNLayer
+from epdo.graph import EGNNLayer, GraphError, LiftedConvLayer, PositionOrientationCloud, SEGNNLayer
 from epdo.graph.layers import tensor_product_weights
 from epdo.testing import assert_equivariant
 
@@ -173,3 +175,28 @@ def test_lifted_grid_is_permuted_by_the_icosahedral_group():
     assert torch.cdist(-V, V).min(dim=1).values.max() <= 1e-12  # and the inversion
     s = graph.sphere_grid(50)
     assert torch.allclose(s.norm(dim=1), torch.ones(50, dtype=torch.float64)) and s.mean(0).norm() < 0.05
+
+
+def test_tensor_product_parameterisation_moves_path_weights_like_linear_layers():
+    # SEGNN's O3TensorProduct: the stored weight is the path weight times fan_in^-1/2 of its output field, so
+    # Adam's first step (lr times the gradient's sign per parameter) moves a path weight by lr * sqrt(fan_in)
+    from e3nn import o3
+
+    from epdo.graph.layers import _GatedTP
+
+    torch.manual_seed(0)
+    layer = _GatedTP("3x0e + 2x1o", o3.Irreps.spherical_harmonics(1), "4x0e + 2x1o", True, dtype=torch.float64)
+    fan = {}  # independent count: mul_in1 * mul_in2 over the allowed paths into each output field
+    for ins in layer.tp.instructions:
+        m1, m2 = layer.tp.irreps_in1[ins.i_in1].mul, layer.tp.irreps_in2[ins.i_in2].mul
+        fan[ins.i_out] = fan.get(ins.i_out, 0) + m1 * m2
+    expect = torch.cat([torch.full((math.prod(ins.path_shape),), math.sqrt(fan[ins.i_out]), dtype=torch.float64)
+                        for ins in layer.tp.instructions])
+    assert torch.equal(layer._weight_scale, expect)
+    before = layer.path_weights().detach().clone()
+    opt = torch.optim.Adam([layer.weight], lr=1e-3)
+    x, a = torch.randn(5, layer.tp.irreps_in1.dim, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    layer(x, a).pow(2).sum().backward()
+    opt.step()
+    step = (layer.path_weights().detach() - before).abs()
+    assert torch.allclose(step, 1e-3 * expect, rtol=1e-6)
