@@ -94,7 +94,8 @@ class EGNNNBody(nn.Module):
 class SEGNNNBody(nn.Module):
     """SEGNN for the charged N-body task (see the module doc); ``hidden`` irreps default l = 1."""
 
-    def __init__(self, hidden: str = "32x0e + 16x1o", layers: int = 4, lmax_attr: int = 2, device=None, dtype=None):
+    def __init__(self, hidden: str = "32x0e + 16x1o", layers: int = 4, lmax_attr: int = 2, aggregation: str = "mean",
+                 device=None, dtype=None):
         super().__init__()
         from e3nn import o3
 
@@ -102,7 +103,8 @@ class SEGNNNBody(nn.Module):
         self.irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
         self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, hidden, False, **fk)
         self.layers = nn.ModuleList(graph.SEGNNLayer(self.embed.irreps_out, self.embed.irreps_out, hidden,
-                                                     lmax_attr=lmax_attr, edge_scalars=1, dist_scale=3.0, **fk)
+                                                     lmax_attr=lmax_attr, edge_scalars=1, dist_scale=3.0,
+                                                     aggregation=aggregation, **fk)
                                     for _ in range(layers))
         self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
         with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
