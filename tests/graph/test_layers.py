@@ -200,3 +200,16 @@ def test_tensor_product_parameterisation_moves_path_weights_like_linear_layers()
     opt.step()
     step = (layer.path_weights().detach() - before).abs()
     assert torch.allclose(step, 1e-3 * expect, rtol=1e-6)
+
+
+def test_segnn_spherical_harmonics_normalisation_option():
+    torch.manual_seed(0)
+    pos = torch.randn(6, 3, dtype=torch.float64)
+    ei = torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]])
+    comp = SEGNNLayer("1x0e", "1x0e", "2x0e + 1x1o", lmax_attr=2, dtype=torch.float64)
+    integ = SEGNNLayer("1x0e", "1x0e", "2x0e + 1x1o", lmax_attr=2, sh_normalization="integral", dtype=torch.float64)
+    a, b = comp.edge_attributes(pos, ei), integ.edge_attributes(pos, ei)
+    assert torch.allclose(b, a / math.sqrt(4 * math.pi), rtol=1e-12, atol=0)
+    assert "sh_normalization='integral'" in repr(integ) and "sh_normalization" not in repr(comp)
+    with pytest.raises(ValueError, match="sh_normalization must be 'component' or 'integral', got 'norm'"):
+        SEGNNLayer("1x0e", "1x0e", "1x0e", sh_normalization="norm")

@@ -6,7 +6,7 @@ All three are plain ``torch.nn.Module``\ s on plain tensors: ``layer(features, p
 run along the edges j -> i of ``edge_index`` (row 0 sources, row 1 targets) and are summed into the targets.
 
 - :class:`EGNNLayer` (Satorras et al. 2021, Eqs. 3-6; 003 "E(n) equivariant GNN"):
-  :math:`m_{ij} = \phi_e(h_i, h_j, \|x_i - x_j\|^2, a_{ij})`,
+  :math:`m_{ij} = \phi_e(h_i, h_j, \|x_i - x_j\|^2, a_{ij})` (two layers, SiLU after both, as the reference code),
   :math:`x_i' = x_i + \frac{1}{|N(i)|}\sum_j (x_i - x_j)\,\phi_x(m_{ij})` (with velocities:
   :math:`v_i' = \phi_v(h_i) v_i + \dots`, :math:`x_i' = x_i + v_i'`), :math:`h_i' = h_i + \phi_h(h_i, \sum_j m_{ij})`.
   Invariant (scalar) features, E(3)-equivariant positions.
@@ -76,7 +76,9 @@ def _signal(layer: nn.Module, args: tuple, arity: int) -> tuple:
     return x
 
 
-def _mlp(sizes: list[int], act: type[nn.Module], factory: dict, last_bias: bool = True, last_gain: float = 1.0) -> nn.Sequential:
+def _mlp(sizes: list[int], act: type[nn.Module], factory: dict, last_bias: bool = True, last_gain: float = 1.0,
+         act_last: bool = False) -> nn.Sequential:
+    """Linear layers of the given widths with ``act`` between them (and after the last one if ``act_last``)."""
     mods: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         last = k == len(sizes) - 2
@@ -84,7 +86,7 @@ def _mlp(sizes: list[int], act: type[nn.Module], factory: dict, last_bias: bool 
         if last and last_gain != 1.0:
             nn.init.xavier_uniform_(lin.weight, gain=last_gain)
         mods.append(lin)
-        if not last:
+        if not last or act_last:
             mods.append(act())
     return nn.Sequential(*mods)
 
@@ -129,7 +131,8 @@ class EGNNLayer(nn.Module):
         if not self.update_features and in_channels != out_channels:
             raise ValueError(f"EGNNLayer(update_features=False) keeps h: needs in_channels == out_channels, got "
                              f"{in_channels} -> {out_channels}")
-        self.edge_mlp = _mlp([2 * in_channels + 1 + self.edge_channels, hidden, hidden], act, fk)
+        # the message m_ij ends in the activation, as in the reference code (E_GCL's edge_mlp)
+        self.edge_mlp = _mlp([2 * in_channels + 1 + self.edge_channels, hidden, hidden], act, fk, act_last=True)
         if self.update_features:
             self.node_mlp = _mlp([in_channels + hidden, hidden, out_channels], act, fk)
         if self.update_coords:
@@ -258,8 +261,10 @@ class SEGNNLayer(nn.Module):
     Args:
         irreps_in, irreps_out: e3nn irreps of the node features (e.g. ``"2x1o + 1x0e"``).
         irreps_hidden: irreps of the messages and of the hidden update (gated).
-        lmax_attr: the edge attribute is :math:`Y^{(\le l_a)}(x_j - x_i)` (normalised directions,
-            ``normalize=True, normalization="component"``), degrees 0..lmax_attr.
+        lmax_attr: the edge attribute is :math:`Y^{(\le l_a)}(x_j - x_i)` (normalised directions), degrees
+            0..lmax_attr.
+        sh_normalization: e3nn's normalisation of those spherical harmonics: ``"component"`` (default,
+            :math:`\|Y^{(l)}\|^2 = 2l + 1`) or ``"integral"`` (the SEGNN code's; 1 / sqrt(4 pi) times that).
         edge_scalars: extra invariant edge features (E, edge_scalars) passed as ``edge_attr`` (concatenated
             to the message input with :math:`\|x_j - x_i\|^2`).
         residual: :math:`f' = f + \phi_f` when irreps_in == irreps_out.
@@ -275,8 +280,8 @@ class SEGNNLayer(nn.Module):
     """
 
     def __init__(self, irreps_in, irreps_out, irreps_hidden, lmax_attr: int = 2, edge_scalars: int = 0,
-                 residual: bool = True, aggregation: str = "mean", dist_scale: float = 1.0, group=None, device=None,
-                 dtype=None):
+                 residual: bool = True, aggregation: str = "mean", dist_scale: float = 1.0,
+                 sh_normalization: str = "component", group=None, device=None, dtype=None):
         super().__init__()
         from e3nn import o3
 
@@ -288,7 +293,9 @@ class SEGNNLayer(nn.Module):
             raise ValueError(f"SEGNNLayer: aggregation must be 'mean' or 'sum', got {aggregation!r}")
         if not dist_scale > 0:
             raise ValueError(f"SEGNNLayer: dist_scale must be > 0, got {dist_scale!r}")
-        self.aggregation, self.dist_scale = aggregation, float(dist_scale)
+        if sh_normalization not in ("component", "integral"):
+            raise ValueError(f"SEGNNLayer: sh_normalization must be 'component' or 'integral', got {sh_normalization!r}")
+        self.aggregation, self.dist_scale, self.sh_normalization = aggregation, float(dist_scale), sh_normalization
         fk = {"device": device, "dtype": dtype}
         self.msg1 = _GatedTP(self.irreps_in + self.irreps_in + o3.Irreps(f"{1 + self.edge_scalars}x0e"),
                              self.irreps_attr, self.irreps_hidden, True, **fk)
@@ -304,14 +311,15 @@ class SEGNNLayer(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, hidden={self.irreps_hidden}, attr={self.irreps_attr}, "
                 f"edge_scalars={self.edge_scalars}, residual={self.residual}, aggregation={self.aggregation!r}"
-                + ("" if self.dist_scale == 1.0 else f", dist_scale={self.dist_scale:g}"))
+                + ("" if self.dist_scale == 1.0 else f", dist_scale={self.dist_scale:g}")
+                + ("" if self.sh_normalization == "component" else f", sh_normalization={self.sh_normalization!r}"))
 
     def edge_attributes(self, pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         r""":math:`Y^{(\le l_a)}(x_j - x_i)` per edge (E, attr dim)."""
         from e3nn import o3
 
         rel = pos[edge_index[0]] - pos[edge_index[1]]
-        return o3.spherical_harmonics(self.irreps_attr, rel, normalize=True, normalization="component")
+        return o3.spherical_harmonics(self.irreps_attr, rel, normalize=True, normalization=self.sh_normalization)
 
     def forward(self, *args, edge_attr: torch.Tensor | None = None, node_attr: torch.Tensor | None = None):
         f, pos, ei = _signal(self, args, 3)

@@ -95,7 +95,7 @@ class SEGNNNBody(nn.Module):
     """SEGNN for the charged N-body task (see the module doc); ``hidden`` irreps default l = 1."""
 
     def __init__(self, hidden: str = "32x0e + 16x1o", layers: int = 4, lmax_attr: int = 2, aggregation: str = "mean",
-                 device=None, dtype=None):
+                 sh_normalization: str = "component", device=None, dtype=None):
         super().__init__()
         from e3nn import o3
 
@@ -104,7 +104,7 @@ class SEGNNNBody(nn.Module):
         self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, hidden, False, **fk)
         self.layers = nn.ModuleList(graph.SEGNNLayer(self.embed.irreps_out, self.embed.irreps_out, hidden,
                                                      lmax_attr=lmax_attr, edge_scalars=1, dist_scale=3.0,
-                                                     aggregation=aggregation, **fk)
+                                                     aggregation=aggregation, sh_normalization=sh_normalization, **fk)
                                     for _ in range(layers))
         self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
         with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
@@ -121,7 +121,7 @@ class SEGNNNBody(nn.Module):
         f = torch.cat([centred, v, v.norm(dim=1, keepdim=True)], dim=1)
         layer0 = self.layers[0]
         a_e = layer0.edge_attributes(x, ei)
-        y_v = o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization="component")
+        y_v = o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization=layer0.sh_normalization)
         a_n = (graph.layers.scatter_mean(a_e, ei[1], x.shape[0]) + y_v) / 2  # what each layer uses
         qq = q[ei[0]] * q[ei[1]]
         h = self.embed(f, a_n)
@@ -246,7 +246,7 @@ class SEGNNNBodyPlain(nn.Module):
         import copy
 
         self.model = copy.deepcopy(model)  # holds the e3nn modules; its epdo wrappers are not called
-        self.sh = _SH(model.irreps_attr)
+        self.sh = _SH(model.irreps_attr, model.layers[0].sh_normalization)
 
     def forward(self, pos, vel, charge):
         m = self.model
@@ -268,11 +268,11 @@ class SEGNNNBodyPlain(nn.Module):
 
 
 class _SH(nn.Module):
-    def __init__(self, irreps):
+    def __init__(self, irreps, normalization: str = "component"):
         super().__init__()
         from e3nn import o3
 
-        self.sh = o3.SphericalHarmonics(irreps, normalize=True, normalization="component")
+        self.sh = o3.SphericalHarmonics(irreps, normalize=True, normalization=normalization)
 
     def forward(self, x):
         return self.sh(x)
