@@ -205,14 +205,22 @@ class _NeuralEPDOForward(nn.Module):
 
     def __init__(self, layer) -> None:
         super().__init__()
+        partial = getattr(layer, "partial", False)
         with torch.no_grad():
-            w1, b1, w2, b2 = (None if t is None else t.detach().clone() for t in layer.generator_weights())
+            if partial:  # the eval-mode function: the input sampler's deterministic elements
+                from .nn.sampling import eval_elements
+
+                weights = layer.partial_generator_weights(eval_elements(layer.input_sampler))
+            else:
+                weights = layer.generator_weights()
+            w1, b1, w2, b2 = (None if t is None else t.detach().clone() for t in weights)
         self.generator1 = _conv(w1[:, :, None, None], b1)
         self.generator2 = _conv(w2[:, :, None, None], b2)
         st = torch.tensor(np.array(stencils(layer.order, layer.disc)), dtype=w1.dtype, device=w1.device)
         self.register_buffer("stencils", st[:, None].contiguous())
         self.mode, self.p, self.n_alpha = layer.mode, layer.partition, layer.n_alpha
-        self.c0_in, self.c0_out, self.pad = layer.c0_in, layer.c0_out, layer.kernel_size // 2
+        c0 = w2.shape[0] // layer.n_alpha if partial else layer.c0_in
+        self.c0_in, self.c0_out, self.pad = c0, (c0 if partial else layer.c0_out), layer.kernel_size // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coef = self.generator2(F.relu(self.generator1(x)))
@@ -406,6 +414,8 @@ def _register_builtins() -> None:
 
     @register_exporter(enn.PDOConv)
     def _pdoconv(m):
+        if m.partial:  # the eval-mode function on the deterministic orientations
+            return m.export()
         with torch.no_grad():
             w, b = m.filter_and_bias()
         return _conv(w, b, m.padding, m.stride)

@@ -218,3 +218,18 @@ def test_neural_epdo_partial_bad_arguments():
     layer = nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True)
     with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 8, H, W\) \(2 fields x 4 elements\)"):
         layer(torch.randn(1, 6, 9, 9))
+
+
+def test_export_of_a_partial_pdo_network_computes_its_eval_function():
+    import epdo
+
+    torch.manual_seed(0)
+    G = groups.cyclic(8)
+    t1, t = _types(G, c_in=1, c_out=2, lifting=True)
+    lift = nn.PDOConv(t1, t, order=2, kernel_size=5, partial=True, theta=0.6, dtype=D)
+    neural = nn.NeuralEPDO(t, order=2, kernel_size=5, partition=2, partial=True, in_elements=lift.sampler, dtype=D)
+    net = torch.nn.Sequential(lift, neural).eval()
+    _randomise_biases(net)
+    x = torch.randn(2, 1, 9, 9, dtype=D)
+    plain = epdo.export(net)
+    assert torch.allclose(plain(x), net(x), rtol=0, atol=1e-12)
