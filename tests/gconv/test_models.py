@@ -76,3 +76,40 @@ def test_eval_mode_models_are_invariant_on_grid_elements(name, transform):
         y, yt = m(x), m(transform(x))
     assert (y - yt).abs().max() <= 1e-9 * y.abs().max()
     assert (m(x.transpose(-1, -2)) - y).abs().max() > 1e-6 * y.abs().max() or name != "gcnn-mirror"
+
+
+@pytest.mark.parametrize("channels,blocks", [(8, 2), (4, 1)])
+def test_pdoconv_network_parameter_count(channels, blocks):
+    from epdo.nn.neural_epdo import expected_num_params
+
+    C, n_alpha = channels, 6  # order 2
+    neural = expected_num_params("diag", C, 2, 8) + C + C * n_alpha  # W1, W2; b1 per hidden field, b2 per (field, alpha)
+    formula = C * n_alpha + blocks * (neural + C * n_alpha * C * 8) + (1 + 2 * blocks) * 2 * C + C * 2 + 2
+    full = models.create("pdoconv-c8", channels=C, blocks=blocks)
+    part = models.create("partial-pdoconv-c8", channels=C, blocks=blocks)
+    assert models.count_parameters(full) == formula
+    assert models.count_parameters(part) == formula + 1 + blocks  # one theta per PDOConv
+
+
+def test_pdoconv_network_is_c8_invariant_and_its_partial_version_at_full_theta_is_the_same_function():
+    torch.manual_seed(0)
+    # built in float64: .double() after a float32 build keeps the full layers' 45-degree rotation matrices at
+    # float32 precision (buffers computed at construction), a 7e-9 difference from the partial layers'
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        full = models.create("pdoconv-c8", channels=4).eval()
+        part = models.create("partial-pdoconv-c8", channels=4).eval()
+    finally:
+        torch.set_default_dtype(default)
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    missing, unexpected = part.load_state_dict(full.state_dict(), strict=False)
+    assert not unexpected and all(".sampler." in k or k.startswith("lift.sampler") for k in missing)
+    with torch.no_grad():
+        y = full(x)
+        assert (full(torch.rot90(x, 1, (-2, -1))) - y).abs().max() <= 1e-9 * y.abs().max()
+        assert (full(x.transpose(-1, -2)) - y).abs().max() > 1e-6 * y.abs().max()  # C8 has no reflections
+        assert (part(x) - y).abs().max() <= 1e-9 * y.abs().max()
+    rows = part.partial_equivariance_report()
+    assert [r["layer"] for r in rows] == ["lift.sampler", "convs.0.sampler", "convs.1.sampler"]
+    assert all(r["theta"] == 1.0 and r["elements"] == 8 for r in rows)

@@ -20,6 +20,8 @@ Registered (N = group elements, 8 / 16 as in 004 Table 3; 2 classes, the MNIST6 
 - ``partial-nepdo-se2-8``: the steered PDO lifting, then :class:`~epdo.gconv.NeuralGroupPDO`
   blocks (Neural ePDOs with per-pixel generated coefficients steered by each sampled element, order 2, 5 x 5 FD);
   the full-group version is ``GCNN(kernel="nepdo")`` (not registered, to keep the generic model tests short).
+- ``pdoconv-c8`` / ``partial-pdoconv-c8``: :class:`PartialPDONet`, a network of the core's layers on C8 fields,
+  ``epdo.nn.PDOConv`` and ``epdo.nn.NeuralEPDO``, full or with ``partial=True`` (learned orientations).
 
 Evaluation is deterministic (the samplers' eval grids, :mod:`epdo.gconv.sampling`);
 ``partial_equivariance_report()`` lists the learned theta / probability per layer (``epdo evaluate`` prints it).
@@ -40,7 +42,7 @@ from ..gconv import GroupConv, GroupProjection, LiftingConv, NeuralGroupPDO, par
 from ._inputs import check_images
 from .registry import TrainDefaults, register_model
 
-__all__ = ["GroupBatchNorm", "GCNN", "GROUPS"]
+__all__ = ["GroupBatchNorm", "GCNN", "GROUPS", "PartialPDONet"]
 
 #: name -> (group factory, turn the input by 90 degrees)
 GROUPS = {"se2": (groups.se2, False), "e2": (groups.e2, False), "mirror": (lambda: groups.dihedral(1), True),
@@ -155,6 +157,67 @@ class GCNN(nn.Module):
         return partial_equivariance_report(self)
 
 
+class PartialPDONet(nn.Module):
+    r"""A network of the core's PDO layers on C_N fields, full or partially equivariant (``partial=True``):
+
+    lifting ``nn.PDOConv`` (1 -> ``channels`` regular fields) - batch norm - ReLU - 2 x 2 max pool, then per block
+    :math:`h \leftarrow h + \mathrm{ReLU}(\mathrm{BN}(\mathrm{NeuralEPDO}(h)))` (diag mode, on the elements h lives
+    on) and :math:`h \leftarrow \mathrm{ReLU}(\mathrm{BN}(\mathrm{PDOConv}(h)))` (onto new elements, learned when
+    partial), a 2 x 2 max pool after the first block, max over the group (``gconv.GroupProjection``) and over
+    the pixels, a linear classifier. Order 2, 5 x 5 finite differences, the PDOConvs in the ``pdo_econv`` basis
+    (so the full and the partial network share their parameters: at theta = pi they compute the same function). With ``partial=True`` every PDOConv
+    learns its orientations (:class:`~epdo.nn.sampling.PartialSampler`; theta, theta_lr_factor as there) and
+    each NeuralEPDO runs on those of the PDOConv before it; without, the layers are exactly C_N-equivariant on
+    regular fields.
+    """
+
+    def __init__(self, n: int = 8, channels: int = 8, blocks: int = 2, partial: bool = False, num_classes: int = 2,
+                 theta: float = 1.0, theta_lr_factor: float = 1.0, order: int = 2, kernel_size: int = 5):
+        super().__init__()
+        from .. import fields
+        from .. import nn as enn
+
+        G = groups.cyclic(n)
+        t1, t = fields.FieldType(G, [G.trivial]), fields.FieldType(G, [G.regular] * channels)
+        kw = dict(order=order, kernel_size=kernel_size)
+        # the full network takes the partial one's parameterisation (PDO-eConv coefficients; the same span)
+        pk = dict(partial=True, theta=theta, theta_lr_factor=theta_lr_factor) if partial else {"basis": "pdo_econv"}
+        self.partial = bool(partial)
+        self.lift = enn.PDOConv(t1, t, bias=False, **kw, **pk)
+        self.bn0 = GroupBatchNorm(channels)
+        self.pool = nn.MaxPool2d(2)
+        prev = self.lift
+        neural, convs = [], []
+        for _ in range(blocks):
+            ins = dict(in_elements=prev.sampler) if partial else {}
+            neural.append(enn.NeuralEPDO(t, **kw, **({"partial": True, **ins} if partial else {})))
+            convs.append(enn.PDOConv(t, t, bias=False, **kw, **pk, **ins))
+            prev = convs[-1]
+        self.neural, self.convs = nn.ModuleList(neural), nn.ModuleList(convs)
+        self.bn_a = nn.ModuleList(GroupBatchNorm(channels) for _ in range(blocks))
+        self.bn_b = nn.ModuleList(GroupBatchNorm(channels) for _ in range(blocks))
+        self.project = (GroupProjection(prev.continuous_group, channels, in_elements=prev.sampler, mode="max")
+                        if partial else GroupProjection(G, channels, mode="max"))
+        self.head = nn.Linear(channels, num_classes)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_images(self, x, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        h = self.pool(torch.relu(self.bn0(self.lift(x))))
+        for i, (neural, bn_a, conv, bn_b) in enumerate(zip(self.neural, self.bn_a, self.convs, self.bn_b)):
+            h = h + torch.relu(bn_a(neural(h)))
+            h = torch.relu(bn_b(conv(h)))
+            if i == 0:
+                h = self.pool(h)
+        return self.head(self.project(h).amax((-2, -1)))
+
+    def partial_equivariance_report(self) -> list[dict]:
+        """Learned theta / pi and eval-mode element count per partial PDOConv."""
+        return partial_equivariance_report(self)
+
+
 def _export_gcnn(model: GCNN) -> nn.Module:
     from ..export import _with_exported_children, to_graph_module
 
@@ -167,6 +230,7 @@ def _register_export() -> None:
     from ..export import _EXPORTERS  # not register_exporter: see epdo.gconv.layers._register_exporters
 
     _EXPORTERS.setdefault(GCNN, _export_gcnn)
+    _EXPORTERS.setdefault(PartialPDONet, _export_gcnn)
 
 
 _register_export()
@@ -201,3 +265,16 @@ _reg("gcnn-mirror", "Mirror G-CNN (the group {e, x -> -x}).", "50.0", group="mir
 _reg("partial-gcnn-mirror", "Partial mirror G-CNN (learned probability of the flip).", "0.0",
      group="mirror", partial=True)
 _reg("cnn-t2", "T(2) CNN: the same residual network on the trivial group, SIREN kernels.", group="t2")
+
+
+def _reg_pdoconv(name: str, doc: str, error: str = "", **fixed):
+    def build(**kwargs) -> PartialPDONet:
+        return PartialPDONet(**{**fixed, **kwargs})
+
+    build.__doc__ = doc
+    register_model(build, name=name, paper="Romero & Lohit 2022 with He 2022's layers", paper_error=error,
+                   train=_RECIPE, num_classes=2)
+
+
+_reg_pdoconv("pdoconv-c8", "C8 network of nn.PDOConv and nn.NeuralEPDO layers (order 2), fully equivariant.", "50.0")
+_reg_pdoconv("partial-pdoconv-c8", "The same with partial=True: learned orientations per PDOConv.", partial=True)
