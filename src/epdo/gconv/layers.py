@@ -312,7 +312,7 @@ class GroupConv(_ConvBase):
         return self.in_sampler if self._owns_in else self.__dict__["_shared_in"]
 
     def _in_elements(self, eval_mode: bool) -> Elements:
-        return input_elements(self.input_sampler, eval_mode, "GroupConv")
+        return input_elements(self.input_sampler, eval_mode, type(self).__name__)
 
     def weights(self, eval_mode: bool = False, u: Elements | None = None,
                 v: Elements | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
