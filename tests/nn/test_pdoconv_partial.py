@@ -53,7 +53,8 @@ def test_the_number_of_orientations_shrinks_with_theta_and_the_next_layer_reads_
     assert conv(h).shape == (2, 2 * 2, 9, 9)
     a, b = lift.sampler.current.angle, conv.sampler.current.angle
     assert a.abs().max() <= 0.5 * math.pi and b.abs().max() <= 0.25 * math.pi
-    with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 8, H, W\).*got \(2, 16, 9, 9\)"):
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(B, 8, H, W\) for FieldType\(C8: 2xregular; "
+                                         r"size=16\) on 4 input elements, got shape \(2, 16, 9, 9\)"):
         conv(torch.randn(2, 16, 9, 9, dtype=D))
 
 
@@ -216,8 +217,11 @@ def test_neural_epdo_partial_bad_arguments():
     with pytest.raises(ValueError, match=r"in_elements are elements of O\(2\); this layer.s input lives on SO\(2\) \(or all of C4\)"):
         nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True, in_elements=nn.sampling.HaarSampler(groups.o2(0), 8))
     layer = nn.NeuralEPDO(t, order=2, kernel_size=5, partial=True)
-    with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 8, H, W\) \(2 fields x 4 elements\)"):
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(B, 8, H, W\) for FieldType\(C4: 2xregular; "
+                                         r"size=8\) on 4 elements, got shape \(1, 6, 9, 9\)"):
         layer(torch.randn(1, 6, 9, 9))
+    with pytest.raises(TypeError, match="expected a real floating-point tensor"):
+        layer(torch.ones(1, 8, 9, 9, dtype=torch.int64))
 
 
 def test_export_of_a_partial_pdo_network_computes_its_eval_function():
@@ -233,3 +237,20 @@ def test_export_of_a_partial_pdo_network_computes_its_eval_function():
     x = torch.randn(2, 1, 9, 9, dtype=D)
     plain = epdo.export(net)
     assert torch.allclose(plain(x), net(x), rtol=0, atol=1e-12)
+
+
+def test_the_eval_cache_follows_the_previous_layers_theta():
+    # a partial layer's cached filter depends on its input elements, i.e. on the previous layer's theta
+    torch.manual_seed(0)
+    G = groups.cyclic(8)
+    t1, t = _types(G, c_in=1, c_out=2, lifting=True)
+    lift = nn.PDOConv(t1, t, order=2, kernel_size=5, partial=True, theta=0.6, dtype=D).eval()
+    conv = nn.PDOConv(t, t, order=2, kernel_size=5, partial=True, theta=0.5, in_elements=lift.sampler, dtype=D).eval()
+    x = torch.randn(1, 1, 9, 9, dtype=D)
+    with torch.no_grad():
+        conv(lift(x))  # fills conv's cache
+        assert conv._eval_cache is not None
+        lift.sampler.theta_raw.data.fill_(0.55)  # same count (5 orientations), other angles
+        y = conv(lift(x))
+    ref = conv(lift(x))  # with grad enabled: no cache
+    assert torch.equal(y, ref.detach())

@@ -29,8 +29,18 @@ class EquivariantModule(nn.Module):
         self.in_type = in_type
         self.out_type = out_type
 
-    def check_input(self, x: torch.Tensor) -> None:
-        self.in_type.check(x, f"{type(self).__name__} input")
+    def check_input(self, x: torch.Tensor, channels: int | None = None, what: str | None = None) -> None:
+        """TypeError / ValueError unless ``x`` is a signal of ``in_type`` in the parameters' dtype. ``channels``,
+        ``what``: the input of a partial layer, ``in_type``'s fields on a sampled set of elements (plane
+        signals of ``channels`` channels, described by ``what``)."""
+        who = f"{type(self).__name__} input"
+        if channels is None:
+            self.in_type.check(x, who)
+        elif not isinstance(x, torch.Tensor):
+            raise TypeError(f"{who}: expected a torch.Tensor for {what}, got {type(x).__name__}")
+        elif x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{who}: expected a tensor of shape (B, {channels}, H, W) for {what}, got shape "
+                             f"{tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__}: expected a real floating-point tensor (e.g. torch.float32), "
                             f"got dtype {x.dtype}")
@@ -99,6 +109,10 @@ class ExpandedWeightsModule(EquivariantModule):
         """True when the expanded weights must carry a graph: grad mode on and some parameter requires grad."""
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
 
+    def _cache_parameters(self) -> list[torch.Tensor]:
+        """The parameters the expanded weights depend on (default: the module's own)."""
+        return list(self.parameters())
+
     def _cache_valid(self, params: list[torch.Tensor]) -> bool:
         c = self._eval_cache
         if c is None or c[0] != _fingerprint(params):
@@ -112,7 +126,7 @@ class ExpandedWeightsModule(EquivariantModule):
             return self._expand()
         if self.weights_need_grad():
             return self._expand()
-        params = list(self.parameters())
+        params = self._cache_parameters()
         if not self._cache_valid(params):
             with torch.inference_mode(False), torch.no_grad():  # a cache built in inference mode stays usable
                 self._eval_cache = None

@@ -324,10 +324,7 @@ class NeuralEPDO(PDOLayerBase):
     def _partial_forward(self, x: torch.Tensor) -> torch.Tensor:
         v = input_elements(self.input_sampler, False, "NeuralEPDO(partial=True)")
         c, S = len(self.in_type), len(v)
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != c * S:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"NeuralEPDO(partial=True): expected a float tensor of shape (B, {c * S}, H, W) ({c} "
-                             f"fields x {S} elements), got {got}")
+        self.check_input(x, c * S, f"{self.in_type} on {S} elements")
         x = x.contiguous()
         w1, b1, w2, b2 = self.cast_like(x, *self.partial_generator_weights(v))
         h = F.relu(F.conv2d(x, w1[:, :, None, None], b1))
@@ -337,7 +334,7 @@ class NeuralEPDO(PDOLayerBase):
             with torch.autocast(x.device.type, enabled=False):
                 return generated_pdo_product(x, h, w2, b2, self._stencils, self.backend)
         c0 = w2.shape[0] // self.n_alpha
-        d = correlate(x, self.stencils).view(b_, -1, c0, self.n_alpha, hh, ww)
+        d = correlate(x, self.stencils).view(b_, self.partition, c0, self.n_alpha, hh, ww)
         coef = F.conv2d(h, w2[:, :, None, None], b2).view(b_, 1, c0, self.n_alpha, hh, ww)
         return (d * coef).sum(3).reshape(b_, c * S, hh, ww)
 

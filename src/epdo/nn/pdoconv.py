@@ -244,16 +244,19 @@ class PDOConv(PDOLayerBase):
             b = self.bias_term().view(len(self.out_type), -1)[:, :1].expand(-1, len(u)).reshape(-1)
         return k, b
 
+    def _cache_parameters(self) -> list[torch.Tensor]:
+        """Partial layers on a previous layer's elements also depend on that layer's theta and probability."""
+        params = super()._cache_parameters()
+        s = self.input_sampler
+        return params if s is None or s is getattr(self, "in_sampler", None) else params + list(s.parameters())
+
     def _partial_forward(self, x: torch.Tensor) -> torch.Tensor:
-        who = "PDOConv(partial=True)"
-        n_in = self.in_type.size if self._lifting else len(self.in_type) * len(
-            input_elements(self.input_sampler, False, who))
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != n_in:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            what = "input fields" if self._lifting else f"fields x {n_in // len(self.in_type)} input elements"
-            raise ValueError(f"{who}: expected a float tensor of shape (B, {n_in}, H, W) ({len(self.in_type)} {what}), "
-                             f"got {got}")
-        weight, bias = self.cast_like(x, *self.partial_filter_and_bias())
+        if self._lifting:
+            self.check_input(x)
+        else:
+            S = len(input_elements(self.input_sampler, False, "PDOConv(partial=True)"))
+            self.check_input(x, len(self.in_type) * S, f"{self.in_type} on {S} input elements")
+        weight, bias = self.cast_like(x, *self.filter_and_bias())  # eval: cached (the deterministic orientations)
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def _normalize_basis(self) -> None:
@@ -280,6 +283,8 @@ class PDOConv(PDOLayerBase):
         super().reset_parameters()
 
     def _expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.partial:
+            return self.partial_filter_and_bias()
         return self._expand_filter(), None if self.bias_term is None else self.bias_term()
 
     def _expand_filter(self) -> torch.Tensor:
@@ -288,7 +293,8 @@ class PDOConv(PDOLayerBase):
         return torch.einsum("oac,akl->ockl", w, self.stencils)
 
     def filter_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The expanded (C_out, C_in, k, k) filter and (C_out,) bias (cached where no weight gradient is needed)."""
+        """The expanded (C_out, C_in, k, k) filter and (C_out,) bias (cached where no weight gradient is needed;
+        partial layers: :meth:`partial_filter_and_bias`)."""
         return self.expanded_weights()
 
     # --- forward / export -----------------------------------------------------------------------

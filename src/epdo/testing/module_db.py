@@ -256,6 +256,17 @@ def _steerable_groups(G, **fk):
     ti = _perm(G) + _perm(G)
     to = FieldType(G, [_vec(G), G.regular] * 2)
     return _nn().SteerableConv(ti, to, kernel_size=5, groups=2, **fk)
+def _neural_partial(G, **fk):
+    """NeuralEPDO(partial=True) on all elements of G (no input sampler given): deterministic, the full layer."""
+    return _nn().NeuralEPDO(_reg(G, 2), order=2, kernel_size=5, reduction=2, partial=True, **fk)
+
+
+def _pdoconv_partial(G, **fk):
+    """PDOConv(partial=True) from regular fields on all of G: its eval grid at theta = pi is C_N, in the
+    sampler's order (from -pi), a fixed cyclic relabelling of the regular channels, so C_N only."""
+    return _nn().PDOConv(_reg(G, 2), _reg(G, 2), order=2, kernel_size=5, partial=True, **fk)
+
+
 def _gconv_neural(G, **fk):
     from .. import gconv
 
@@ -406,6 +417,10 @@ MODULE_DB += (
                non_grid={22.5: 1e-12, 45.0: 1e-12}),
     # --- NeuralGroupPDO (epdo.gconv.neural): steered generated PDO coefficients; 0.105 / 0.117 (seed 0) ---
     ModuleInfo("gconv_neural_epdo", _gconv_neural, non_grid={22.5: 0.16, 45.0: 0.18}),
+    # --- partial core layers: the eval-mode function at theta = pi on the full group ---
+    ModuleInfo("neural_epdo_partial_all_elements", _neural_partial, non_grid={22.5: 0.1, 45.0: 0.13}),
+    ModuleInfo("pdoconv_partial_theta_pi", _pdoconv_partial, groups=("C4",), stochastic=True,
+               non_grid={22.5: 0.1, 45.0: 0.1}),
 )
 
 
