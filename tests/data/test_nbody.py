@@ -94,7 +94,8 @@ def test_cache_is_atomic_checksummed_and_regenerated_when_corrupt(tmp_path, monk
 
 def _small(make):
     """make_nbody with a short trajectory (the cache logic does not depend on the length)."""
-    return lambda n, seed=0, split="train", start=3000, horizon=1000: make(n, seed, split, 30, 10)
+    return lambda n, seed=0, split="train", start=3000, horizon=1000, setting="epdo": make(n, seed, split, 30, 10,
+                                                                                            setting)
 
 
 def test_dataset_items_and_tensors(tmp_path, monkeypatch):
@@ -106,3 +107,64 @@ def test_dataset_items_and_tensors(tmp_path, monkeypatch):
     assert all(t.dtype == torch.float32 and t.shape[0] == 6 for t in ds.tensors)
     assert torch.equal(ds.tensors[3][2], target)
     assert nbody.NBODY_SIZES == {"train": 3000, "valid": 2000, "test": 2000}
+
+
+def _reference_kick_drift(pos, vel, charge, steps, dt=nbody.DT, max_f=nbody.MAX_F):
+    """Kipf et al.'s loop written out in their (3, n) layout, distances by expanding the square."""
+    x, v, q = pos.T.copy(), vel.T.copy(), charge[:, 0]
+    n = x.shape[1]
+    for _ in range(steps):
+        a = x.T
+        sq = (a ** 2).sum(1)
+        l2 = sq[:, None] + sq[None, :] - 2 * a @ a.T
+        np.fill_diagonal(l2, 1.0)
+        size = np.outer(q, q) / l2 ** 1.5
+        np.fill_diagonal(size, 0.0)
+        f = np.stack([(size * np.subtract.outer(x[c], x[c])).sum(-1) for c in range(3)])
+        v = v + dt * np.clip(f, -max_f, max_f)
+        x = x + dt * v
+    return x.T, v.T
+
+
+def test_symplectic_euler_is_kipfs_loop():
+    pos, vel, q = _systems(3, seed=4)
+    p, v = nbody.simulate(pos, vel, q, 200, integrator="symplectic-euler")
+    for k in range(3):
+        pr, vr = _reference_kick_drift(pos[k], vel[k], q[k], 200)
+        assert np.abs(p[k] - pr).max() < 1e-9 and np.abs(v[k] - vr).max() < 1e-9
+    # symplectic: the energy error stays bounded (no secular drift) on calm systems
+    e0 = nbody.energy(pos, vel, q)
+    p1, v1 = nbody.simulate(pos, vel, q, 2000, integrator="symplectic-euler", clip=None)
+    assert np.all(np.abs(nbody.energy(p1, v1, q) - e0) / np.abs(e0) < 0.05)
+    with pytest.raises(ValueError, match="integrator must be one of"):
+        nbody.simulate(pos, vel, q, 1, integrator="rk4")
+
+
+def test_egnn_setting_replays_the_reference_generators_draws():
+    pos, vel, q = nbody.reference_initial_states("train", 2)
+    rs = np.random.RandomState(43)  # generate_dataset.py --seed 43: choice, randn, randn, then two noise arrays
+    for k in range(2):
+        charge = rs.choice([-1.0, 0.0, 1.0], size=(5, 1), p=[0.5, 0.0, 0.5])
+        x, w = rs.randn(3, 5), rs.randn(3, 5)
+        rs.randn(49, 3, 5), rs.randn(49, 3, 5)
+        assert np.array_equal(q[k], charge) and np.array_equal(pos[k], x.T)
+        assert np.allclose(vel[k], (w / np.linalg.norm(w, axis=0)).T * 0.5, rtol=0, atol=1e-15)
+    vpos, _, vq = nbody.reference_initial_states("valid", 3)  # drawn after all 10,000 train trajectories
+    assert vpos.shape == (3, 5, 3) and not np.allclose(vpos[0], pos[0])
+    assert set(np.unique(vq)) <= {-1.0, 1.0}
+    with pytest.raises(ValueError, match="draws 2000 test trajectories"):
+        nbody.reference_initial_states("test", 2001)
+
+
+def test_egnn_setting_options_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(nbody, "make_nbody", _small(nbody.make_nbody))
+    ds = nbody.load("test", cache_dir=tmp_path, n=3, setting="egnn")
+    assert ds.setting == "egnn" and "reference draws" in ds.description
+    assert [f.name for f in tmp_path.iterdir()] == ["nbody-v1-egnn-test-3-t3100+1000.npz"]
+    ref = nbody.reference_initial_states("test", 3)
+    first, _ = nbody.simulate(ref[0], ref[1], ref[2], 30, integrator="symplectic-euler")
+    assert np.allclose(ds.tensors[0].numpy(), first, atol=1e-6)
+    with pytest.raises(ValueError, match="takes no data seed"):
+        nbody.load("test", cache_dir=tmp_path, n=3, seed=1, setting="egnn")
+    with pytest.raises(ValueError, match="setting must be one of"):
+        nbody.load("test", cache_dir=tmp_path, n=3, setting="kipf")

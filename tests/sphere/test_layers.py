@@ -158,13 +158,18 @@ def test_pdoconv_exact_on_band_limited_input_with_enough_orientations():
     assert errs[16] < 1e-12 and errs[4] > 0.05
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
-def test_band_products_equal_the_stacked_operator_with_gradients(n):
+@pytest.mark.parametrize("n, block_bytes", [(2, None), (3, None), (4, None), (5, None), (8, None), (3, 480),
+                                             (8, 480)])
+def test_band_products_equal_the_stacked_operator_with_gradients(n, block_bytes, monkeypatch):
     """The per-band products (vertex-major (6V x V) operator with the value as row 0, values c cos(f delta),
     c sin(f delta), stored transpose for backward) and their plain-torch reference equal the value plus the
-    stacked (5NV x NV) orientation operator applied densely, values and gradients."""
+    stacked (5NV x NV) orientation operator applied densely, values and gradients; also with the operator cut
+    into many row blocks (480 bytes: blocks of 5 vertices forward and 30 backward, the last ones shorter)."""
+    import epdo.sphere.layers as sl
     from epdo.sphere.layers import _BandProducts
 
+    if block_bytes is not None:
+        monkeypatch.setattr(sl, "_BLOCK_BYTES", block_bytes)
     level = 1
     torch.manual_seed(3)
     conv = SpherePDOConv(sphere_type(I, 2, n), sphere_type(I, 3, n), level, dtype=F64)
@@ -179,7 +184,10 @@ def test_band_products_equal_the_stacked_operator_with_gradients(n):
     g2 = g[:, :, :, 1:].permute(3, 2, 1, 0, 4).reshape(5 * n * nv, b * c)
     gref = (dense.t() @ g2).view(n, nv, b, c).permute(0, 2, 1, 3) + g[:, :, :, 0].permute(2, 0, 1, 3)
     fast = _BandProducts.apply(xf, conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t,
-                               conv._perm)
+                               conv._val_t, conv._delta_t)
+    if block_bytes is not None:
+        assert [len(sl._row_blocks(conv._crow, 6, 5)), len(sl._row_blocks(conv._crow_t, 1, 30))] == [9, 2]
+    assert conv._crow.dtype == conv._col.dtype == torch.int32
     for got in (fast, conv._transported_derivatives(xf)):
         assert torch.allclose(got, ref, atol=1e-13 * float(ref.abs().max()))
         (gx,) = torch.autograd.grad((got * g).sum(), xf)

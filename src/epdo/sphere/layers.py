@@ -231,7 +231,7 @@ def _vertex_major_pattern(level: int, local: bool = False) -> dict[str, np.ndarr
     r"""The (6V x V) operator of :class:`SpherePDOConv`: row ``6 P + k`` holds term k at vertex P, k = 0 the
     value (the identity, transport angle 0) and k = 1..5 the five derivatives of :func:`_transport_pattern`, so
     that one product yields the (V, 6, K) block that the weight product reads; with the transposed pattern
-    (``crow_t``, ``col_t`` and ``perm``: the entries in column-major order) for backward. With ``local`` the
+    (``crow_t``, ``col_t``, ``val_t``, ``delta_t``: the entries in column-major order) for backward. With ``local`` the
     vertices are relabelled in :func:`_locality_order` (``order``: new -> old index, else None)."""
     pat = _transport_pattern(level)
     nv = icosphere(level).num_vertices
@@ -253,7 +253,7 @@ def _vertex_major_pattern(level: int, local: bool = False) -> dict[str, np.ndarr
     perm = np.lexsort((rows, col))
     return {"crow": np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=6 * nv))]), "col": col, "val": val,
             "delta": delta, "crow_t": np.concatenate([[0], np.cumsum(np.bincount(col, minlength=nv))]),
-            "col_t": rows[perm], "perm": perm, "order": order}
+            "col_t": rows[perm], "val_t": val[perm], "delta_t": delta[perm], "order": order}
 
 
 def _band_values(n: int, val: torch.Tensor, delta: torch.Tensor):
@@ -263,71 +263,94 @@ def _band_values(n: int, val: torch.Tensor, delta: torch.Tensor):
         yield f, val * torch.cos(f * delta), (val * torch.sin(f * delta) if 0 < f <= (n - 1) // 2 else None)
 
 
+#: bytes of one product's output block in :class:`_BandProducts` (rows of whole vertices): the block stays in
+#: cache between the sparse product that writes it and the copy that reads it
+_BLOCK_BYTES = 2 << 20
+
+
+def _row_blocks(crow: torch.Tensor, rows_per_vertex: int, vertices_per_block: int):
+    """``[(v0, v1, p0, p1, crow_block)]``: the CSR row pointer cut into blocks of whole vertices (rows
+    ``rows_per_vertex * [v0, v1)``, entries ``[p0, p1)``), one block on devices other than the CPU."""
+    nv = (crow.numel() - 1) // rows_per_vertex
+    vb = nv if crow.device.type != "cpu" else max(1, min(nv, int(vertices_per_block)))
+    bounds = list(range(0, nv, vb)) + [nv]
+    ptr = crow[torch.tensor(bounds, device=crow.device) * rows_per_vertex].tolist()
+    return [(v0, v1, p0, p1, crow[v0 * rows_per_vertex:v1 * rows_per_vertex + 1] - p0)
+            for v0, v1, p0, p1 in zip(bounds[:-1], bounds[1:], ptr[:-1], ptr[1:])]
+
+
 class _BandProducts(torch.autograd.Function):
     r"""(N, B, V, C) Fourier coefficients of the orientation axis -> the (B, V, N, 6, C) operand of the weight
-    product: per batch element and band one sparse product with the (6V x V) vertex-major operator
-    (:func:`_vertex_major_pattern`) into a reused buffer, copied into its slot (contiguous runs of 6 C values);
-    pairs rotate, :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`. Backward by the stored transposed pattern
-    (:math:`S \to -S^T`). The band values are recomputed in both passes, never stored."""
+    product, with the (6V x V) vertex-major operator (:func:`_vertex_major_pattern`) cut into row blocks of whole
+    vertices (``_BLOCK_BYTES`` of output each). Per block: its band values :math:`c\cos(f\delta)`,
+    :math:`c\sin(f\delta)` (computed in cache, never stored), then per band and batch element one sparse
+    product into a reused buffer, copied into its slot (contiguous runs of 6 C values); pairs rotate,
+    :math:`a' = C_f a + S_f b,\ b' = C_f b - S_f a`. A block of the pattern is read from memory once per pass
+    and serves every band and batch element while it is in cache. Backward the same with the stored transposed
+    pattern (``crow_t``, ``col_t`` and the values, angles in its order), in row blocks of input vertices
+    (:math:`S \to -S^T`)."""
 
     @staticmethod
-    def forward(ctx, xf, crow, col, val, delta, crow_t, col_t, perm):
-        ctx.save_for_backward(crow, col, val, delta, crow_t, col_t, perm)
+    def forward(ctx, xf, crow, col, val, delta, crow_t, col_t, val_t, delta_t):
+        ctx.save_for_backward(crow_t, col_t, val_t, delta_t)
         ctx.dtype = xf.dtype
         n, b, v, c = xf.shape
         x = xf.to(val.dtype).contiguous()
         out = x.new_empty(b, v, n, 6, c)
-        t1, t2 = x.new_empty(6 * v, c), x.new_empty(6 * v, c)
+        vb = _BLOCK_BYTES // (6 * c * x.element_size())
+        t1, t2 = x.new_empty(6 * min(vb, v), c), x.new_empty(6 * min(vb, v), c)
         with torch.autocast(x.device.type, enabled=False):
-            for f, cs, sn in _band_values(n, val, delta):
-                C = _csr(crow, col, cs, (6 * v, v))
-                if sn is None:
-                    r = 0 if f == 0 else n - 1
+            for v0, v1, p0, p1, cr in _row_blocks(crow, 6, vb):
+                rows, cb = 6 * (v1 - v0), col[p0:p1]
+                o1, o2, dst = t1[:rows], t2[:rows], out[:, v0:v1]
+                for f, cs, sn in _band_values(n, val[p0:p1], delta[p0:p1]):
+                    C = _csr(cr, cb, cs, (rows, v))
+                    if sn is None:
+                        r = 0 if f == 0 else n - 1
+                        for i in range(b):
+                            torch.mm(C, x[r, i], out=o1)
+                            dst[i, :, r].copy_(o1.view(-1, 6, c))
+                        continue
+                    S = _csr(cr, cb, sn, (rows, v))
+                    ra, rb = 2 * f - 1, 2 * f
                     for i in range(b):
-                        torch.mm(C, x[r, i], out=t1)
-                        out[i, :, r].copy_(t1.view(v, 6, c))
-                    continue
-                S = _csr(crow, col, sn, (6 * v, v))
-                ra, rb = 2 * f - 1, 2 * f
-                for i in range(b):
-                    torch.mm(C, x[ra, i], out=t1)
-                    torch.mm(S, x[rb, i], out=t2)
-                    out[i, :, ra].copy_((t1.add_(t2)).view(v, 6, c))
-                    torch.mm(C, x[rb, i], out=t1)
-                    torch.mm(S, x[ra, i], out=t2)
-                    out[i, :, rb].copy_((t1.sub_(t2)).view(v, 6, c))
+                        torch.mm(C, x[ra, i], out=o1)
+                        torch.mm(S, x[rb, i], out=o2)
+                        dst[i, :, ra].copy_((o1.add_(o2)).view(-1, 6, c))
+                        torch.mm(C, x[rb, i], out=o1)
+                        torch.mm(S, x[ra, i], out=o2)
+                        dst[i, :, rb].copy_((o1.sub_(o2)).view(-1, 6, c))
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        crow, col, val, delta, crow_t, col_t, perm = ctx.saved_tensors
+        crow_t, col_t, val_t, delta_t = ctx.saved_tensors
         b, v, n, _, c = g.shape
-        g = g.to(val.dtype)
-        gx = g.new_empty(n, b, v, c)
-        ga, gb = g.new_empty(6 * v, c), g.new_empty(6 * v, c)
-        t = g.new_empty(v, c)
+        gr = g.to(val_t.dtype).permute(2, 0, 1, 3, 4).reshape(n, b, 6 * v, c)  # (N, B, 6V, C): one copy
+        gx = gr.new_empty(n, b, v, c)
+        vb = _BLOCK_BYTES // (c * gr.element_size())
+        t = gr.new_empty(min(vb, v), c)
         with torch.autocast(g.device.type, enabled=False):
-            for f, cs, sn in _band_values(n, val, delta):
-                Ct = _csr(crow_t, col_t, cs[perm], (v, 6 * v))
-                if sn is None:
-                    r = 0 if f == 0 else n - 1
+            for v0, v1, p0, p1, cr in _row_blocks(crow_t, 1, vb):
+                cb, tb, dst = col_t[p0:p1], t[:v1 - v0], gx[:, :, v0:v1]
+                for f, cs, sn in _band_values(n, val_t[p0:p1], delta_t[p0:p1]):
+                    Ct = _csr(cr, cb, cs, (v1 - v0, 6 * v))
+                    if sn is None:
+                        r = 0 if f == 0 else n - 1
+                        for i in range(b):
+                            torch.mm(Ct, gr[r, i], out=dst[r, i])
+                        continue
+                    St = _csr(cr, cb, sn, (v1 - v0, 6 * v))
+                    ra, rb = 2 * f - 1, 2 * f  # [a; b] grads = [[C^T, -S^T], [S^T, C^T]] [g_a'; g_b']
                     for i in range(b):
-                        ga.view(v, 6, c).copy_(g[i, :, r])
-                        torch.mm(Ct, ga, out=gx[r, i])
-                    continue
-                St = _csr(crow_t, col_t, sn[perm], (v, 6 * v))
-                ra, rb = 2 * f - 1, 2 * f
-                for i in range(b):  # [a; b] grads = [[C^T, -S^T], [S^T, C^T]] [g_a'; g_b']
-                    ga.view(v, 6, c).copy_(g[i, :, ra])
-                    gb.view(v, 6, c).copy_(g[i, :, rb])
-                    torch.mm(Ct, ga, out=gx[ra, i])
-                    torch.mm(St, gb, out=t)
-                    gx[ra, i] -= t
-                    torch.mm(Ct, gb, out=gx[rb, i])
-                    torch.mm(St, ga, out=t)
-                    gx[rb, i] += t
-        return gx.to(ctx.dtype), None, None, None, None, None, None, None
+                        torch.mm(Ct, gr[ra, i], out=dst[ra, i])
+                        torch.mm(St, gr[rb, i], out=tb)
+                        dst[ra, i] -= tb
+                        torch.mm(Ct, gr[rb, i], out=dst[rb, i])
+                        torch.mm(St, gr[ra, i], out=tb)
+                        dst[rb, i] += tb
+        return gx.to(ctx.dtype), None, None, None, None, None, None, None, None
 
 
 class _SphereOperator(EquivariantModule):
@@ -453,9 +476,11 @@ class SpherePDOConv(_SphereOperator):
         dd = dtype or torch.get_default_dtype()
         pat = _vertex_major_pattern(self.level, self.level >= _LOCAL_ORDER_MIN_LEVEL)
         self._shape = (6 * nv, nv)
-        for name in ("crow", "col", "val", "delta", "crow_t", "col_t", "perm"):
+        for name in ("crow", "col", "val", "delta", "crow_t", "col_t", "val_t", "delta_t"):
             t = torch.as_tensor(pat[name])
-            self.register_buffer(f"_{name}", t.to(device=device, dtype=dd if t.is_floating_point() else None),
+            # 32-bit CSR indices where they fit: the products stream the pattern, and it is a third smaller
+            idx = torch.int32 if pat["col"].size < 2 ** 31 else None
+            self.register_buffer(f"_{name}", t.to(device=device, dtype=dd if t.is_floating_point() else idx),
                                  persistent=False)
         order = pat["order"]  # vertices inside the layer in locality order (new -> old), or None
         self.register_buffer("_order", None if order is None else torch.as_tensor(order, device=device),
@@ -494,9 +519,9 @@ class SpherePDOConv(_SphereOperator):
 
     def _band(self, f: int, sine: bool = False):
         """(op, op_t): the (6V x V) vertex-major operator with values c cos(f delta) (or c sin(f delta)) and its transpose."""
-        val = self._val * (torch.sin(f * self._delta) if sine else torch.cos(f * self._delta))
-        return (_csr(self._crow, self._col, val, self._shape),
-                _csr(self._crow_t, self._col_t, val[self._perm], self._shape[::-1]))
+        trig = torch.sin if sine else torch.cos
+        return (_csr(self._crow, self._col, self._val * trig(f * self._delta), self._shape),
+                _csr(self._crow_t, self._col_t, self._val_t * trig(f * self._delta_t), self._shape[::-1]))
 
     def _product(self, f: int, sine: bool, x: torch.Tensor) -> torch.Tensor:
         op, op_t = self._band(f, sine)
@@ -510,7 +535,7 @@ class SpherePDOConv(_SphereOperator):
         if _tracing():
             return self._transported_derivatives(xf)
         return _BandProducts.apply(xf, self._crow, self._col, self._val, self._delta, self._crow_t, self._col_t,
-                                   self._perm)
+                                   self._val_t, self._delta_t)
 
     def _transported_derivatives(self, xf: torch.Tensor) -> torch.Tensor:
         r"""(B, V, N, 6, C): the value and the derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from
