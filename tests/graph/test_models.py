@@ -1,6 +1,7 @@
 """The N-body models: model(pos, vel, charge) -> positions, equivariant in float64 (<= 1e-9) under
-rotations, rotation-inversions, translations and particle permutations; the lifted network exactly under
-the icosahedral group with inversion (it permutes its orientations) and approximately under others."""
+rotations, rotation-inversions, translations and particle permutations; the lifted network too in its
+principal-axes frame, and with the fixed global grid exactly under the icosahedral group with inversion (it
+permutes its orientations) and approximately under others."""
 
 from __future__ import annotations
 
@@ -63,13 +64,35 @@ def test_equivariant_models(models, name):
         assert y.shape == (3, 5, 3) and _rel(models[name](pos, -vel, q), y) > 1e-3  # it looks at the velocities
 
 
-def test_lifted_model_exact_on_the_icosahedral_group_approximate_elsewhere(models):
-    Ih = epdo.groups.icosahedral().elements  # all 60 rotations
-    rot, trans, perm = _equivariance_errors(models["ponita"], _inputs(), Ih)
+def test_lifted_model_in_its_principal_axes_is_exactly_o3_equivariant(models):
+    model = models["ponita"]
+    assert model.frame == "pca"
+    rot, trans, perm = _equivariance_errors(model, _inputs(), G.sample_elements(8, seed=5) + ELEMENTS)
     assert rot <= 1e-9 and trans <= 1e-9 and perm <= 1e-12, (rot, trans, perm)
-    inv, _, _ = _equivariance_errors(models["ponita"], _inputs(), [G.inversion])
+    pos, vel, q = _inputs()
+    R = M.principal_axes(pos)
+    assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3, dtype=R.dtype).expand(3, 3, 3), atol=1e-13)
+    Q = torch.tensor(G.sample_elements(1, seed=2)[0].matrix)
+    D = R.transpose(1, 2) @ Q.T @ M.principal_axes(pos @ Q.T)  # R(QX) = Q R(X) D, D diagonal signs
+    assert torch.allclose(D.abs(), torch.eye(3, dtype=D.dtype).expand(3, 3, 3), atol=1e-9)
+    with torch.no_grad():  # the frame matters: the same weights on the global grid give another function
+        fixed = M.LiftedNBody(channels=8, layers=2, hidden=16, frame="fixed", dtype=torch.float64)
+        fixed.load_state_dict(model.state_dict())
+        assert _rel(fixed(pos, vel, q), model(pos, vel, q)) > 1e-6
+    with pytest.raises(ValueError, match="frame must be one of"):
+        M.LiftedNBody(frame="global")
+
+
+def test_lifted_model_with_the_global_grid_exact_on_the_icosahedral_group_approximate_elsewhere(models):
+    torch.manual_seed(0)
+    model = M.LiftedNBody(channels=8, layers=2, hidden=16, frame="fixed", dtype=torch.float64)
+    model.load_state_dict(models["ponita"].state_dict())
+    Ih = epdo.groups.icosahedral().elements  # all 60 rotations
+    rot, trans, perm = _equivariance_errors(model, _inputs(), Ih)
+    assert rot <= 1e-9 and trans <= 1e-9 and perm <= 1e-12, (rot, trans, perm)
+    inv, _, _ = _equivariance_errors(model, _inputs(), [G.inversion])
     assert inv <= 1e-9
-    generic, _, _ = _equivariance_errors(models["ponita"], _inputs(), ELEMENTS[:3])
+    generic, _, _ = _equivariance_errors(model, _inputs(), ELEMENTS[:3])
     assert 1e-9 < generic < 1e-3, generic  # measured 9.1e-5: the sphere sampled at 12 points
 
 

@@ -12,10 +12,18 @@ Each system is a fully connected graph of its particles (batched as a disjoint u
   the average of their mean and :math:`Y^{(\le 2)}(v_i)`, edge scalar :math:`q_i q_j`; 4
   :class:`~epdo.graph.SEGNNLayer` s (mean aggregation, distances over 3); output a ``1x1o`` displacement.
   O(3)-equivariant.
-- ``ponita-nbody`` (the lifted network; Bekkers et al. 2024): scalar fields on positions x the 12
-  icosahedron vertices, embedded from :math:`(o\cdot v_i, \|v_i\|, q_i)`, 4 :class:`~epdo.graph.LiftedConvLayer` s,
-  displacement :math:`\frac1O \sum_a w^\top f_{ia}\, o_a`. Exactly equivariant to the icosahedral group
-  with inversion (it permutes the orientations); to other rotations up to the sphere's sampling.
+- ``ponita-nbody`` (the lifted network; Bekkers et al. 2024): scalar fields on positions x 12 orientations,
+  embedded from :math:`(o\cdot v_i, \|v_i\|, q_i)`, 4 :class:`~epdo.graph.LiftedConvLayer` s, displacement
+  :math:`\frac1O \sum_a w^\top f_{ia}\, o_a`. The orientations are the icosahedron's vertices ``o`` turned
+  into each system's principal axes (``frame="pca"``, the default): with :math:`R(X)` the eigenvectors of
+  :math:`\sum_i (x_i - \bar x)(x_i - \bar x)^\top` (columns, any signs), the network runs on the grid
+  :math:`R(X)\,o`. Under :math:`Q \in O(3)`, :math:`R(QX) = Q R(X) D` with D a diagonal of signs, and every
+  such D maps the icosahedron in its standard orientation onto itself (its mirror planes are the coordinate
+  planes), so the grid turns with the input and the network is exactly O(3)-equivariant, for any rotation or
+  reflection (float64 <= 1e-9; where two principal moments coincide the axes are not unique and the result
+  depends on the ones ``eigh`` picks). The frame carries no gradient (it does not depend on the weights).
+  ``frame="fixed"`` keeps PONITA's global grid: exact only for the 120 elements of the icosahedral group with
+  inversion (they permute the grid), elsewhere up to the sphere's sampling (9e-5 measured).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from ..graph.layers import _GatedTP, _mlp
 from .registry import TrainDefaults, register_model
 
 __all__ = ["EGNNNBody", "SEGNNNBody", "LiftedNBody", "nbody_example_inputs", "EGNNNBodyPlain", "SEGNNNBodyPlain",
-           "LiftedNBodyPlain"]
+           "LiftedNBodyPlain", "principal_axes"]
 
 # Published N-body test MSE (003 section 9, the SEGNN paper's Table 2): linear 0.0819, SE(3)-Transformer 0.0244,
 # TFN 0.0155, EGNN 0.0070, SEGNN 0.0043 (its best row has l_a = 1; segnn-nbody uses l_a = 2 as issue 13 asks).
@@ -130,11 +138,27 @@ class SEGNNNBody(nn.Module):
         return (x + self.head(h, a_n)).reshape(b, n, 3)
 
 
+_FRAMES = ("pca", "fixed")
+
+
+def principal_axes(pos: torch.Tensor) -> torch.Tensor:
+    r"""(B, 3, 3) orthogonal matrices whose columns are the principal axes of each system ``pos`` (B, N, 3):
+    the eigenvectors of :math:`\sum_i (x_i - \bar x)(x_i - \bar x)^\top` (ascending moments; signs as
+    ``torch.linalg.eigh`` returns them). Equivariant up to column signs, :math:`R(QX) = Q R(X) D`; no gradient."""
+    with torch.no_grad():
+        c = pos - pos.mean(dim=1, keepdim=True)
+        return torch.linalg.eigh(c.transpose(1, 2) @ c)[1]
+
+
 class LiftedNBody(nn.Module):
     """The lifted (position x orientation) network for the charged N-body task (see the module doc)."""
 
-    def __init__(self, channels: int = 32, layers: int = 4, hidden: int = 64, device=None, dtype=None):
+    def __init__(self, channels: int = 32, layers: int = 4, hidden: int = 64, frame: str = "pca", device=None,
+                 dtype=None):
         super().__init__()
+        if frame not in _FRAMES:
+            raise ValueError(f"ponita-nbody: frame must be one of {_FRAMES}, got {frame!r}")
+        self.frame = frame
         fk = {"device": device, "dtype": dtype}
         self.register_buffer("orientations", graph.icosahedron_vertices().to(dtype or torch.get_default_dtype()))
         self.embed = _mlp([3, hidden, channels], nn.SiLU, fk)
@@ -143,6 +167,15 @@ class LiftedNBody(nn.Module):
 
     def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         _check(pos, vel, charge, "ponita-nbody")
+        if self.frame == "pca":  # the network in each system's principal axes, its displacement turned back
+            R = principal_axes(pos)
+            return pos + (self._fixed(pos @ R, vel @ R, charge) - pos @ R) @ R.transpose(1, 2)
+        return self._fixed(pos, vel, charge)
+
+    def extra_repr(self) -> str:
+        return f"frame={self.frame!r}"
+
+    def _fixed(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         b, n = pos.shape[:2]
         ei, _ = _flat_graph(pos)
         x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
@@ -181,7 +214,8 @@ def segnn_nbody(**kwargs):
 @_register("ponita-nbody", paper="Bekkers et al. 2024 (PONITA); tutorial 003 section 9",
            train=TrainDefaults(optimizer="adam", lr=5e-4, epochs=1000, batch_size=100))
 def ponita_nbody(**kwargs):
-    """The lifted network on positions x 12 orientations (icosahedron), 4 layers, for the charged N-body task."""
+    """The lifted network on positions x 12 orientations (the icosahedron in each system's principal axes: exactly
+    O(3)-equivariant), 4 layers, for the charged N-body task."""
     return LiftedNBody(**kwargs)
 
 
@@ -286,12 +320,20 @@ class LiftedNBodyPlain(nn.Module):
         import copy
 
         self.register_buffer("orientations", model.orientations.clone())
+        self.frame = model.frame
         self.embed, self.readout = copy.deepcopy(model.embed), copy.deepcopy(model.readout)
         self.spatial = nn.ModuleList(copy.deepcopy(L.spatial) for L in model.layers)
         self.sphere = nn.ModuleList(copy.deepcopy(L.sphere) for L in model.layers)
         self.update = nn.ModuleList(copy.deepcopy(L.update) for L in model.layers)
 
     def forward(self, pos, vel, charge):
+        if self.frame == "pca":
+            c = pos - pos.mean(dim=1, keepdim=True)
+            R = torch.linalg.eigh(c.transpose(1, 2) @ c)[1]
+            return pos + (self._fixed(pos @ R, vel @ R, charge) - pos @ R) @ R.transpose(1, 2)
+        return self._fixed(pos, vel, charge)
+
+    def _fixed(self, pos, vel, charge):
         src, dst, n = _plain_graph(pos)
         x, v, q = pos.reshape(-1, 3), vel.reshape(-1, 3), charge.reshape(-1, 1)
         o = self.orientations.to(x)
