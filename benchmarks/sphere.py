@@ -84,7 +84,7 @@ def breakdown(level: int = 5, batch: int = 16, reps: int = 3, threads: int = 2) 
     conv = _conv(level, False).eval()
     b, c, n, v = batch, FIELDS, N, conv.mesh.num_vertices
     x = torch.randn(b, c, n, v)
-    bufs = (conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t, conv._perm)
+    bufs = conv._band_buffers()
     with torch.no_grad():
         def fourier():
             return (conv._F @ x.permute(2, 0, 3, 1).reshape(n, -1)).view(n, b, v, c)

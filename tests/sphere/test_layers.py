@@ -183,8 +183,7 @@ def test_band_products_equal_the_stacked_operator_with_gradients(n, block_bytes,
                      (dense @ x2).view(5, n, nv, b, c).permute(3, 2, 1, 0, 4)], 3)
     g2 = g[:, :, :, 1:].permute(3, 2, 1, 0, 4).reshape(5 * n * nv, b * c)
     gref = (dense.t() @ g2).view(n, nv, b, c).permute(0, 2, 1, 3) + g[:, :, :, 0].permute(2, 0, 1, 3)
-    fast = _BandProducts.apply(xf, conv._crow, conv._col, conv._val, conv._delta, conv._crow_t, conv._col_t,
-                               conv._val_t, conv._delta_t)
+    fast = _BandProducts.apply(xf, *conv._band_buffers())
     if block_bytes is not None:
         assert [len(sl._row_blocks(conv._crow, 6, 5)), len(sl._row_blocks(conv._crow_t, 1, 30))] == [9, 2]
     assert conv._crow.dtype == conv._col.dtype == torch.int32

@@ -534,8 +534,11 @@ class SpherePDOConv(_SphereOperator):
         reference while fx traces."""
         if _tracing():
             return self._transported_derivatives(xf)
-        return _BandProducts.apply(xf, self._crow, self._col, self._val, self._delta, self._crow_t, self._col_t,
-                                   self._val_t, self._delta_t)
+        return _BandProducts.apply(xf, *self._band_buffers())
+
+    def _band_buffers(self) -> tuple[torch.Tensor, ...]:
+        """The pattern buffers :class:`_BandProducts` takes after the coefficients (operator, then transpose)."""
+        return self._crow, self._col, self._val, self._delta, self._crow_t, self._col_t, self._val_t, self._delta_t
 
     def _transported_derivatives(self, xf: torch.Tensor) -> torch.Tensor:
         r"""(B, V, N, 6, C): the value and the derivatives of :math:`Q \mapsto \psi(Q, \phi + \delta_{PQ})` from
