@@ -11,6 +11,7 @@ import torch
 
 import epdo.models as models
 from epdo.models import registry
+from epdo.models._checkpoint import load_state
 
 
 @pytest.fixture
@@ -167,3 +168,49 @@ def test_registered_papers_are_named_not_numbered():
     for name in models.list():
         info = models.get_model_info(name)
         assert not any(tok in info.paper for tok in ("000", "001")), (name, info.paper)
+
+
+# ---------------------------------------------------------------------------------------------- function check
+
+
+def test_function_check_is_recorded_without_side_effects(tmp_path):
+    for name in ("tiny-cnn", "egnn-nbody", "neural-epdo-small"):
+        torch.manual_seed(1)
+        m = models.create(name).train()
+        rng = torch.get_rng_state()
+        models.save_checkpoint(tmp_path / f"{name}.pt", m)
+        assert m.training and torch.equal(torch.get_rng_state(), rng)  # resume stays bit-exact
+        check = models.read_checkpoint(tmp_path / f"{name}.pt")["function_check"]
+        x = models.get_model_info(name).example_inputs(1, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = m.eval()(*x)
+        assert all(torch.equal(a, b) for a, b in zip(check["inputs"], x)) and torch.equal(check["outputs"][0], want)
+        models.load(tmp_path / f"{name}.pt")
+
+
+def test_weights_that_fit_a_changed_model_are_refused(tmp_path, monkeypatch):
+    """Same names and shapes, another function (the model's code changed after saving): refused by load and by
+    load_state (resume), with the relative error; a change within rounding passes."""
+    m, path = _saved(tmp_path, "changed.pt")
+    cls, forward = type(m), type(m).forward
+    monkeypatch.setattr(cls, "forward", lambda self, x: forward(self, x) * (1 + 1e-6))
+    models.load(path)
+    monkeypatch.setattr(cls, "forward", lambda self, x: forward(self, x) * 1.1)
+    with pytest.raises(models.CheckpointError, match=r"changed\.pt: .*computes a different function.*relative error 0\.1"):
+        models.load(path)
+    with pytest.raises(models.CheckpointError, match="computes a different function"):
+        load_state(models.create("tiny-cnn"), models.read_checkpoint(path), path)
+    monkeypatch.setattr(cls, "forward", lambda self, x: forward(self, x)[:, :3])
+    with pytest.raises(models.CheckpointError, match=r"outputs of shapes \[\(1, 3\)\]"):
+        models.load(path)
+
+
+def test_checkpoint_without_function_check_still_loads(tmp_path):
+    m, path = _saved(tmp_path, "old.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["function_check"]
+    torch.save(ckpt, tmp_path / "old2.pt")
+    back = models.load(tmp_path / "old2.pt")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(back(x), m.eval()(x))

@@ -10,6 +10,12 @@ malicious pickles naming what was found, without running any of it.
 Checkpoints written before the checksum existed still load, with a :class:`CheckpointWarning`: their weights
 cannot be verified (re-save them with :func:`save_checkpoint` to add the checksum).
 
+A checkpoint also records ``function_check``: one example input (the registry's ``example_inputs``, seeded) and
+the saved model's eval-mode output on it. :func:`load` reruns the rebuilt model on that input and refuses the
+checkpoint when the output differs (relative error above :data:`FUNCTION_CHECK_RTOL`): weights whose names and
+shapes still fit a model whose code has changed since would otherwise load silently and compute another
+function. Models whose example input does not fit their keyword arguments record no check.
+
 Pretrained weights ship inside the package (``epdo/models/checkpoints/<model>.pt``, with ``SHA256SUMS``):
 ``load("neural-epdo-small", pretrained=True)``; a path ``checkpoints/<model>.pt`` that does not exist (the
 location in the source tree before the weights moved into the package) resolves to the same file. Shipped
@@ -52,6 +58,9 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "epdo-checkpoint/1"
+#: relative error (output norm) above which :func:`load` refuses a checkpoint's ``function_check``: far above
+#: rounding across machines and devices (TF32 included), far below what a changed layer does
+FUNCTION_CHECK_RTOL = 1e-2
 #: Folder of the shipped pretrained checkpoints, inside the ``epdo.models`` package.
 PRETRAINED_FOLDER = "checkpoints"
 _SUMS = "SHA256SUMS"
@@ -156,12 +165,79 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
         "state_dict": state_dict,
         "state_dict_sha256": state_dict_sha256(state_dict),
     }
+    check = _function_check(inner, name)
+    if check is not None:
+        ckpt["function_check"] = check
     clash = set(ckpt) & set(extra)
     if clash:
         raise ValueError(f"save_checkpoint: reserved keys {sorted(clash)}")
     ckpt.update(extra)
     ckpt = _plain(ckpt)
     atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
+
+
+def _outputs(y: Any) -> list[torch.Tensor]:
+    if isinstance(y, torch.Tensor):
+        return [y.detach().to("cpu")]
+    if isinstance(y, (tuple, list)):
+        return [t for v in y for t in _outputs(v)]
+    if isinstance(y, Mapping):
+        return [t for k in sorted(y) for t in _outputs(y[k])]
+    return []
+
+
+def _run_check(model: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The eval-mode outputs of ``model`` on ``inputs`` (its train mode and the global RNG restored)."""
+    p = next(iter(model.parameters()), None)
+    p = next(iter(model.buffers()), None) if p is None else p
+    device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            model.eval()
+            return _outputs(model(*(x.to(device) for x in inputs)))
+    finally:
+        model.train(was_training)
+
+
+def _function_check(model: nn.Module, name: str) -> dict[str, Any] | None:
+    """``{"inputs", "outputs"}``: one seeded example input of the registered model and its outputs, or None where
+    the example does not fit the model's keyword arguments."""
+    p = next(iter(model.parameters()), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    try:
+        inputs = list(get_model_info(name).example_inputs(1, torch.Generator().manual_seed(0), dtype))
+        outputs = _run_check(model, inputs)
+    except Exception:  # an example input of the default build that does not fit this one: no check recorded
+        return None
+    if not outputs or not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
+        return None
+    return {"inputs": [x.detach().to("cpu") for x in inputs], "outputs": outputs}
+
+
+def _verify_function(model: nn.Module, ckpt: Mapping[str, Any], path: Path) -> None:
+    check = ckpt.get("function_check")
+    if check is None:
+        return
+    try:
+        got = _run_check(model, list(check["inputs"]))
+        want = list(check["outputs"])
+    except Exception as e:
+        raise CheckpointError(f"{path}: the rebuilt model {ckpt['model']!r} fails on the checkpoint's recorded "
+                              f"example input ({type(e).__name__}: {e})") from e
+    if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
+        raise CheckpointError(f"{path}: the rebuilt model {ckpt['model']!r} returns outputs of shapes "
+                              f"{[tuple(a.shape) for a in got]} on the recorded example input, the saved one "
+                              f"returned {[tuple(b.shape) for b in want]}")
+    num = sum(float((a.double() - b.double()).norm() ** 2) for a, b in zip(got, want)) ** 0.5
+    den = sum(float(b.double().norm() ** 2) for b in want) ** 0.5
+    err = num / den if den > 0 else num
+    if err > FUNCTION_CHECK_RTOL:
+        raise CheckpointError(
+            f"{path}: the weights load into model {ckpt['model']!r}, but it computes a different function than "
+            f"the model that saved them (relative error {err:.3g} on the recorded example input, tolerance "
+            f"{FUNCTION_CHECK_RTOL:g}): the model's code changed since (saved by epdo {ckpt.get('epdo_version')}, "
+            f"this is {_epdo_version()}). Retrain, or load it with the epdo version that wrote it")
 
 
 # ---------------------------------------------------------------------------------------------- shipped weights
@@ -337,7 +413,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, pretr
 
 
 def load_state(model: nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike, expected_model: str | None = None) -> None:
-    """Load ``ckpt['state_dict']`` into ``model`` strictly; errors name ``path`` and the models involved."""
+    """Load ``ckpt['state_dict']`` into ``model`` strictly and rerun its ``function_check``; errors name ``path``
+    and the models involved."""
     if expected_model is not None and ckpt["model"] != expected_model:
         raise CheckpointError(f"{path}: checkpoint of model {ckpt['model']!r}, expected {expected_model!r}")
     try:
@@ -348,6 +425,7 @@ def load_state(model: nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLik
             f"{path}: weights do not fit model {ckpt['model']!r} with kwargs {ckpt['model_kwargs']} "
             f"({' '.join(first[:3])[:300]})"
         ) from e
+    _verify_function(_unwrap(model), ckpt, Path(path))
 
 
 def load(
