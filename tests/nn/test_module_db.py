@@ -270,6 +270,25 @@ def test_device_and_dtype_keyword_arguments(m):
     assert all(p.dtype == torch.get_default_dtype() for p in default.parameters())
 
 
+@pytest.mark.parametrize("m", entries("double_after_float32", lambda m: m.factory_kwargs))
+def test_float32_build_cast_to_float64_is_the_float64_build(m):
+    """``.double()`` of a layer built in float32 computes the float64-built function to float64 precision: its
+    constants (bases, stencils, rotation matrices) come back from their float64 values, not from float32 ones."""
+    G = _group(m)
+    torch.manual_seed(0)
+    ref = m.build(G, dtype=torch.float64)
+    torch.manual_seed(0)
+    cast = m.build(G, dtype=torch.float32)
+    cast.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})  # the same (float32-exact) weights
+    cast = cast.double()
+    ref.load_state_dict({k: v.float().double() for k, v in ref.state_dict().items()})
+    ref.eval(), cast.eval()
+    x = _input(m, ref, G)
+    with torch.no_grad():
+        a, b = _fwd(m, G, cast, x), _fwd(m, G, ref, x)
+    assert float((a - b).norm()) <= 1e-12 * float(b.norm()), float((a - b).norm() / b.norm())
+
+
 @pytest.mark.parametrize("m", entries("compile", lambda m: m.compile))
 def test_torch_compile(m):
     """``torch.compile`` traces the layer (aot_eager backend: graph capture and functionalisation, no C++

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fields import FieldType
+from ..nn.base import FullPrecisionConstants
 from .kernels import embed, embedding_dim, make_kernel_net, offsets
 from .partial import derivative_rep_torch
 from ..nn.sampling import (ElementSampler, Elements, FiniteElements, HaarSampler, PartialSampler, check_count,
@@ -64,7 +65,7 @@ def _check_odd(k: object, who: str) -> int:
     return int(k)
 
 
-class _SampledLayer(nn.Module):
+class _SampledLayer(FullPrecisionConstants):
     """Shared plumbing: the output sampler (owned, or shared with another layer) and the input checks."""
 
     def _setup_out(self, G, samples, partial, out_elements, theta, prob, fk, who, theta_lr_factor=1.0,
@@ -160,7 +161,7 @@ class _ConvBase(_SampledLayer):
             degree = np.array([a + b for a, b in multi_indices(self.order)])
             norms = np.linalg.norm(st.reshape(len(st), -1), axis=1)
             scale = np.array([1.0 / max(norms[degree == d].mean(), 1e-12) for d in degree])  # per degree: rotations
-            self.register_buffer("_stencils", torch.tensor(st * scale[:, None, None], **fk), persistent=False)
+            self.register_constant("_stencils", st * scale[:, None, None], **fk)
         p = offsets(self.kernel_size, dtype=fk["dtype"], device=device)
         disc_mask = (p.norm(dim=-1) <= self.kernel_size // 2 + 1e-9).to(fk["dtype"])
         self.register_buffer("_mask", disc_mask, persistent=False)

@@ -53,6 +53,7 @@ from torch import nn
 
 from ..diffops import as_discretization, multi_indices, num_multi_indices
 from ..fields import FieldType
+from ..nn.base import FullPrecisionConstants
 from ..nn._epdo_kernels import PDOStencils, generated_pdo_product
 from ..nn.neural_epdo import order_scales
 from ..nn.pdo_base import discretization_stencils_1d
@@ -63,7 +64,7 @@ from ..nn.sampling import ElementSampler, Elements, check_count
 __all__ = ["NeuralGroupPDO"]
 
 
-class NeuralGroupPDO(nn.Module):
+class NeuralGroupPDO(FullPrecisionConstants):
     r"""Neural ePDO layer on group features with steered coefficients (module docstring for the maths):
     ``(B, C_in |S_in|, H, W) -> (B, C_out |S_out|, H, W)`` (zero padding, same size).
 
@@ -109,7 +110,7 @@ class NeuralGroupPDO(nn.Module):
         self.group, self.in_channels = self.mix.group, self.mix.in_channels
         self._stencils = PDOStencils(s1, multi_indices(self.order))
         sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(self.order)])
-        self.register_buffer("_scale", torch.tensor(order_scales(self.order, sq_norm), **fk), persistent=False)
+        self.register_constant("_scale", order_scales(self.order, sq_norm), **fk)
         self.weight = nn.Parameter(torch.randn(co, self.n_alpha, self.hidden, **fk) * math.sqrt(2.0 / self.hidden))
         self.bias = nn.Parameter(torch.zeros(co, self.n_alpha, **fk))
         finite = self.mix.in_type is not None

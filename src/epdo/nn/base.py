@@ -7,10 +7,52 @@ from torch import nn
 
 from ..fields import FieldType
 
-__all__ = ["EquivariantModule", "ExpandedWeightsModule"]
+__all__ = ["EquivariantModule", "ExpandedWeightsModule", "FullPrecisionConstants"]
 
 
-class EquivariantModule(nn.Module):
+def _float64(value) -> torch.Tensor:
+    """A float64 CPU copy of an array-like constant (a copy: cached numpy arrays may be read-only)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float64, copy=True)
+    return torch.tensor(value, dtype=torch.float64)
+
+
+class FullPrecisionConstants(nn.Module):
+    """Mixin for modules with constant buffers computed in float64 (bases, stencils, rotation matrices).
+
+    :meth:`register_constant` stores such a buffer in the module's dtype and keeps its float64 value (a
+    reference to the array it was computed as, usually cached already); every ``.to()`` / ``.double()`` /
+    ``.float()`` / ``.cuda()`` then re-rounds the constant from that value. A layer built in float32 and cast
+    with ``.double()`` therefore computes the float64-built function, instead of carrying float32-rounded
+    constants (relative errors near 1e-8) into float64 arithmetic.
+    """
+
+    def register_constant(self, name: str, value, device=None, dtype=None) -> None:
+        """A non-persistent buffer ``name`` holding ``value`` (array-like, computed in float64) in ``dtype``."""
+        master = value.detach().to("cpu", torch.float64) if isinstance(value, torch.Tensor) else value
+        self.__dict__.setdefault("_constant_masters", {})[name] = master
+        t = _float64(master)
+        self.register_buffer(name, t.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
+
+    def set_constant(self, name: str, value) -> None:
+        """Replace the value of the constant ``name`` (same device and dtype as before)."""
+        buf = self._buffers[name]
+        self.register_constant(name, value, device=buf.device, dtype=buf.dtype)
+
+    def constant_float64(self, name: str) -> torch.Tensor:
+        """The float64 value of the constant ``name`` (CPU)."""
+        return _float64(self.__dict__["_constant_masters"][name])
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        for name, master in self.__dict__.get("_constant_masters", {}).items():
+            buf = self._buffers.get(name)
+            if buf is not None and buf.is_floating_point():
+                self._buffers[name] = _float64(master).to(device=buf.device, dtype=buf.dtype)
+        return out
+
+
+class EquivariantModule(FullPrecisionConstants):
     """A ``torch.nn.Module`` mapping ``in_type``-fields to ``out_type``-fields, on plain tensors ``(B, C, ...)``.
 
     Subclasses call :meth:`check_input` first in ``forward``; it raises ValueError naming the expected field

@@ -101,12 +101,12 @@ class FieldBatchNorm(EquivariantModule):
             for r, sl in zip(reps, in_type.slices()):
                 proj[sl, sl] = _mean_projector(r)
             self.centre = bool(np.any(proj != 0))
-            self.register_buffer("_proj", torch.tensor(proj, **fk), persistent=False)
+            self.register_constant("_proj", proj, **fk)
         if not self.orthogonal:
             qinv = np.zeros((c, c))
             for r, sl in zip(reps, in_type.slices()):
                 qinv[sl, sl] = np.eye(r.size) if r.is_orthogonal else r.change_of_basis_inv
-            self.register_buffer("_qinv", torch.tensor(qinv, **fk), persistent=False)
+            self.register_constant("_qinv", qinv, **fk)
         field_of_channel = np.concatenate([np.full(r.size, i) for i, r in enumerate(reps)])
         self.register_buffer("_field_index", torch.as_tensor(field_of_channel, dtype=torch.long), persistent=False)
         self.register_buffer("_field_size", torch.tensor([float(r.size) for r in reps], **fk), persistent=False)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..groups import Representation
 from ..groups.intertwiners import hom_structure
+from .base import FullPrecisionConstants
 
 __all__ = ["HomExpansion", "FieldBias", "RotatedPDOExpansion"]
 
@@ -25,7 +26,7 @@ def _channel_index(reps: Sequence[Representation], fields: Sequence[int]) -> np.
     return np.concatenate([np.arange(starts[f], starts[f + 1]) for f in fields])
 
 
-class HomExpansion(nn.Module):
+class HomExpansion(FullPrecisionConstants):
     """Parameters of an equivariant linear map between two lists of field representations.
 
     ``forward()`` returns W of shape ``(sum d_out, sum d_in)`` with ``W rho_in(g) = rho_out(g) W``.
@@ -50,10 +51,10 @@ class HomExpansion(nn.Module):
                 in_fields = [i for i, r in enumerate(in_reps) if r == ri]
                 k = len(self._blocks)
                 self.weights.append(nn.Parameter(torch.empty(len(out_fields), len(in_fields), s.n_params, **fk)))
-                self.register_buffer(f"_q_out{k}", torch.tensor(s.q_out, **fk), persistent=False)
-                self.register_buffer(f"_q_in_inv{k}", torch.tensor(s.q_in_inv, **fk), persistent=False)
-                self.register_buffer(f"_val{k}", torch.tensor(s.value, **fk), persistent=False)
-                self.register_buffer(f"_scale{k}", torch.ones(s.n_params, **fk), persistent=False)
+                self.register_constant(f"_q_out{k}", s.q_out, **fk)
+                self.register_constant(f"_q_in_inv{k}", s.q_in_inv, **fk)
+                self.register_constant(f"_val{k}", s.value, **fk)
+                self.register_constant(f"_scale{k}", np.ones(s.n_params), **fk)
                 self._blocks.append(dict(rho_in=ri, rho_out=ro, param=torch.tensor(s.param), row=torch.tensor(s.row),
                                          col=torch.tensor(s.col), d_out=ro.size, d_in=ri.size,
                                          rows=torch.as_tensor(_channel_index(out_reps, out_fields)),
@@ -103,7 +104,7 @@ def _is_identity(idx: torch.Tensor) -> bool:
     return bool(torch.equal(idx, torch.arange(len(idx))))
 
 
-class FieldBias(nn.Module):
+class FieldBias(FullPrecisionConstants):
     """A bias that is constant on the trivial-irrep components of the output fields, zero elsewhere.
 
     Only components transforming trivially can carry a bias without breaking equivariance.
@@ -125,13 +126,13 @@ class FieldBias(nn.Module):
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self.bias = nn.Parameter(torch.zeros(len(embed), **fk)) if embed else None
         if embed:
-            self.register_buffer("_embed", torch.tensor(np.stack(embed, 1), **fk), persistent=False)
+            self.register_constant("_embed", np.stack(embed, 1), **fk)
 
     def forward(self) -> torch.Tensor | None:
         return None if self.bias is None else self._embed @ self.bias
 
 
-class RotatedPDOExpansion(nn.Module):
+class RotatedPDOExpansion(FullPrecisionConstants):
     r"""PDO coefficients of one orientation, rotated to a set of group elements (PDO-eConvs, Shen et al. 2020).
 
     The free parameters are the coefficients of the identity orientation,
@@ -194,8 +195,8 @@ class RotatedPDOExpansion(nn.Module):
         self.last_elements = self.elements
         if self.elements is not None:
             a, b = self._matrices(self.elements)
-            self.register_buffer("_a", torch.tensor(a, **fk), persistent=False)
-            self.register_buffer("_b", torch.tensor(b, **fk), persistent=False)
+            self.register_constant("_a", a, **fk)
+            self.register_constant("_b", b, **fk)
         self.reset_parameters()
 
     def _check_elements(self, elements) -> list:

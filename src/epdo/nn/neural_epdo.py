@@ -254,7 +254,7 @@ class NeuralEPDO(PDOLayerBase):
             sq_norm = np.array([(s1[a] ** 2).sum() * (s1[b] ** 2).sum() for a, b in multi_indices(order)])
             self._stencils = PDOStencils(s1, multi_indices(order))
         else:
-            sq_norm = (self.stencils.detach().cpu().double().numpy() ** 2).sum((1, 2))
+            sq_norm = (self.constant_float64("stencils").numpy() ** 2).sum((1, 2))
             self._stencils = None  # no 1-D factors: the dense path
         if mode == "diag":
             coef_reps = [_diag_coefficient_rep(r, order) for r in in0]
@@ -273,7 +273,7 @@ class NeuralEPDO(PDOLayerBase):
         self.generator2 = HomExpansion(hidden, coef_reps, **fk)
         self.bias2 = FieldBias(coef_reps, **fk) if bias else None
         lam = order_scales(order, sq_norm, fan)
-        self.register_buffer("_row_scale", torch.tensor(lam[alpha_of_row], **fk), persistent=False)
+        self.register_constant("_row_scale", lam[alpha_of_row], **fk)
         self.register_buffer("_perm", None if perm is None else torch.as_tensor(perm), persistent=False)
         self.partial = self._setup_partial(partial, in_elements)
         self.reset_parameters()

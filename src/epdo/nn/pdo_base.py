@@ -111,8 +111,7 @@ class PDOLayerBase(ExpandedWeightsModule):
         self.kernel_size = int(self.disc.kernel_size)
         self.n_alpha = num_multi_indices(self.order)
         self._fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
-        st = torch.tensor(discretization_stencils(self.order, self.disc), **self._fk)
-        self.register_buffer("stencils", st, persistent=False)
+        self.register_constant("stencils", discretization_stencils(self.order, self.disc), **self._fk)
 
     @property
     def separable(self) -> bool:

@@ -265,9 +265,9 @@ class PDOConv(PDOLayerBase):
         Without this, random parameters put most of the filter's energy in the highest derivative orders
         (whose stencils have the largest entries), which are also the least rotation-equivariant on the grid.
         """
-        for rho_in, rho_out, scale in self.expansion.block_scales():
+        for k, (rho_in, rho_out, _) in enumerate(self.expansion.block_scales()):
             norms = _basis_filter_norms(rho_in, rho_out, self.order, self.disc)
-            scale.copy_(torch.as_tensor(1.0 / np.maximum(norms, 1e-12), dtype=scale.dtype))
+            self.expansion.set_constant(f"_scale{k}", 1.0 / np.maximum(norms, 1e-12))
 
     # --- parameters -----------------------------------------------------------------------------
     def _init_groups(self):

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..groups import EuclideanGroup, Group, PlanarGroup
+from .base import FullPrecisionConstants
 
 __all__ = ["Elements", "ElementSampler", "FiniteElements", "HaarSampler", "PartialSampler", "point_group",
            "relative", "eval_elements", "input_elements", "interpolate_relative", "continuous_extension",
@@ -152,7 +153,7 @@ def check_count(n: object, who: str, name: str = "samples") -> int:
     return int(n)
 
 
-class ElementSampler(nn.Module):
+class ElementSampler(FullPrecisionConstants):
     """Base of the samplers: ``forward()`` returns :class:`Elements` and stores them in ``current``."""
 
     group: PlanarGroup
@@ -222,10 +223,10 @@ class FiniteElements(ElementSampler):
         els = group.elements
         mats = np.stack([g.matrix for g in els])
         fk = dict(dtype=self._ref.dtype, device=device)
-        self.register_buffer("_angle", torch.tensor([g.angle for g in els], **fk), persistent=False)
+        self.register_constant("_angle", [g.angle for g in els], **fk)
         self.register_buffer("_flip", torch.tensor([float(g.flip) for g in els], **fk), persistent=False)
-        self.register_buffer("_cos", torch.tensor(mats[:, 0, 0], **fk), persistent=False)
-        self.register_buffer("_sin", torch.tensor(mats[:, 1, 0], **fk), persistent=False)
+        self.register_constant("_cos", mats[:, 0, 0], **fk)
+        self.register_constant("_sin", mats[:, 1, 0], **fk)
         self.register_buffer("_index", torch.arange(len(els), device=device), persistent=False)
 
     @property

@@ -56,7 +56,7 @@ from torch import nn
 from ..fields import FieldType
 from ..groups import Group, Representation, directsum
 from ..groups.intertwiners import hom_structure
-from .base import ExpandedWeightsModule
+from .base import ExpandedWeightsModule, FullPrecisionConstants
 from .expansion import FieldBias, HomExpansion
 from .pdo_base import PDOLayerBase, check_int
 
@@ -232,7 +232,7 @@ def _pair_int(v, name: str, who: str, minimum: int) -> int:
     return check_int(v, name, who, minimum)
 
 
-class RegularOutputExpansion(nn.Module):
+class RegularOutputExpansion(FullPrecisionConstants):
     r"""The kernels into regular fields of a finite group from permutation input fields, by rotating one
     orientation (as :class:`~epdo.nn.expansion.RotatedPDOExpansion` rotates PDO coefficients):
 
@@ -270,7 +270,7 @@ class RegularOutputExpansion(nn.Module):
         fk = dict(device=device, dtype=dtype or torch.get_default_dtype())
         self.n_out, self.n_elements = int(n_out), len(els)
         self.weight = nn.Parameter(torch.empty(int(n_out), basis.shape[0], in_type.size, **fk))
-        self.register_buffer("_rotated", torch.tensor(rotated, **fk), persistent=False)  # (|G|, J, k, k)
+        self.register_constant("_rotated", rotated, **fk)  # (|G|, J, k, k)
         self.register_buffer("_gather", torch.as_tensor(gather, dtype=torch.long), persistent=False)
         self.reset_parameters()
 
@@ -386,7 +386,7 @@ class SteerableConv(ExpandedWeightsModule):
         if self.num_coefficients == 0:
             raise ValueError(f"{who}: no equivariant kernel from {in_type} to {out_type} with angular frequencies "
                              f"{self.frequencies} (raise frequencies_cutoff or the kernel size)")
-        self.register_buffer("basis", torch.tensor(basis, **fk), persistent=False)
+        self.register_constant("basis", basis, **fk)
         self.register_buffer("_perm", torch.as_tensor(_basis_major_permutation(in_block, basis.shape[0])),
                              persistent=False)
         self.register_buffer("_fast_rows", torch.as_tensor(fast_rows, dtype=torch.long), persistent=False)
@@ -394,9 +394,9 @@ class SteerableConv(ExpandedWeightsModule):
         self.bias_term = FieldBias(list(out_type), **fk) if bias else None
         if self.expansion is not None:
             gram = np.einsum("akl,bkl->ab", basis, basis)
-            for rho_in, rho_out, scale in self.expansion.block_scales():
+            for k, (rho_in, rho_out, _) in enumerate(self.expansion.block_scales()):
                 norms = _hom_filter_norms(rho_in, rho_out, gram)
-                scale.copy_(torch.as_tensor(1.0 / np.maximum(norms, 1e-12), dtype=scale.dtype))
+                self.expansion.set_constant(f"_scale{k}", 1.0 / np.maximum(norms, 1e-12))
         self.init_gain = 2.0
         self.reset_parameters()
 

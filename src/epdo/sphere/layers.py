@@ -362,8 +362,10 @@ class _SphereOperator(EquivariantModule):
         t = _csr(crow, col, val, shape).t().to_sparse_csr()  # the transpose, for backward
         for name, tensor in (("_crow", crow), ("_col", col), ("_val", val), ("_crow_t", t.crow_indices()),
                              ("_col_t", t.col_indices()), ("_val_t", t.values())):
-            self.register_buffer(name, tensor.to(device=device, dtype=dd if tensor.is_floating_point() else None),
-                                 persistent=False)
+            if tensor.is_floating_point():
+                self.register_constant(name, tensor, device=device, dtype=dd)
+            else:
+                self.register_buffer(name, tensor.to(device=device), persistent=False)
 
     @property
     def _operator(self) -> torch.Tensor:
@@ -425,7 +427,7 @@ class SphereLifting(_SphereOperator):
         crow, col, val = _scalar_operator(self.level)
         self._set_operator(crow, col, val, (5 * self.mesh.num_vertices, self.mesh.num_vertices), dtype, device)
         rot = rotation_matrices(2 * math.pi * torch.arange(n, dtype=torch.float64) / n)
-        self.register_buffer("_rot", rot.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
+        self.register_constant("_rot", rot, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -478,21 +480,23 @@ class SpherePDOConv(_SphereOperator):
         self._shape = (6 * nv, nv)
         for name in ("crow", "col", "val", "delta", "crow_t", "col_t", "val_t", "delta_t"):
             t = torch.as_tensor(pat[name])
+            if t.is_floating_point():
+                self.register_constant(f"_{name}", pat[name], device=device, dtype=dd)
+                continue
             # 32-bit CSR indices where they fit: the products stream the pattern, and it is a third smaller
             idx = torch.int32 if pat["col"].size < 2 ** 31 else None
-            self.register_buffer(f"_{name}", t.to(device=device, dtype=dd if t.is_floating_point() else idx),
-                                 persistent=False)
+            self.register_buffer(f"_{name}", t.to(device=device, dtype=idx), persistent=False)
         order = pat["order"]  # vertices inside the layer in locality order (new -> old), or None
         self.register_buffer("_order", None if order is None else torch.as_tensor(order, device=device),
                              persistent=False)
         self.register_buffer("_inv", None if order is None else torch.as_tensor(np.argsort(order), device=device),
                              persistent=False)
         F = fourier_matrix(n)
-        self.register_buffer("_F", torch.as_tensor(F).to(device=device, dtype=dd), persistent=False)
-        self.register_buffer("_Finv", torch.as_tensor(np.linalg.inv(F)).to(device=device, dtype=dd), persistent=False)
+        self.register_constant("_F", F, device=device, dtype=dd)
+        self.register_constant("_Finv", np.linalg.inv(F), device=device, dtype=dd)
         rot = rotation_matrices(2 * math.pi * torch.arange(n, dtype=torch.float64) / n)  # (N_i, 6, 6)
         # gather index: W2[o, i, c, m, l] = sum_k w[o, c, (m - i) % N, k] rot[i, k, l]
-        self.register_buffer("_rot", rot.to(device=device, dtype=dd), persistent=False)
+        self.register_constant("_rot", rot, device=device, dtype=dd)
         idx = (torch.arange(n)[None, :] - torch.arange(n)[:, None]) % n  # [i, m] -> j
         self.register_buffer("_jidx", idx.to(device), persistent=False)
 
