@@ -116,3 +116,28 @@ def test_bad_inputs(models):
     bad[1, 2, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         m(bad, vel, q)
+
+
+def test_segnn_reference_configuration():
+    """config="reference": the SEGNN code's N-body model (147,424 parameters at full size, the count of the
+    reference code's model), exactly O(3)-equivariant, node attributes with scalar part 1, summed messages,
+    the distance feature, uniform initialisation with biases; explicit keyword arguments override it."""
+    torch.manual_seed(0)
+    full = M.SEGNNNBody(config="reference")
+    assert sum(p.numel() for p in full.parameters()) == 147_424
+    assert str(full.layers[0].irreps_hidden) == "32x0e+32x1o" and full.layers[0].lmax_attr == 1
+    L = full.layers[0]
+    assert (L.aggregation, L.distance, L.node_attr_mode, L.sh_normalization) == ("sum", "norm", "given", "integral")
+    assert full.pre_head is not None and bool((full.embed.bias != 0).all())
+    k = float(full.embed.weight.abs().max() * full.embed._weight_scale.max())
+    assert k <= 1.0  # U(-1, 1) path weights
+    model = M.SEGNNNBody(hidden="8x0e + 4x1o", layers=2, config="reference", dtype=torch.float64)
+    rot, trans, perm = _equivariance_errors(model, _inputs(), ELEMENTS)
+    assert rot <= 1e-9 and trans <= 1e-9 and perm <= 1e-12, (rot, trans, perm)
+    pos, vel, q = _inputs()
+    a_e = model.layers[0].edge_attributes(pos.reshape(-1, 3), M._flat_graph(pos)[0])
+    a_n = model.node_attributes(a_e, torch.zeros_like(a_e[:15]), M._flat_graph(pos)[0][1], 15)
+    assert torch.equal(a_n[:, 0], torch.ones(15, dtype=a_n.dtype))
+    assert M.SEGNNNBody(config="reference", lmax_attr=2).layers[0].lmax_attr == 2
+    with pytest.raises(ValueError, match="config must be one of"):
+        M.SEGNNNBody(config="paper")

@@ -199,8 +199,11 @@ class _GatedTP(nn.Module):
     at the paper's lr (docs/results.md).
     """
 
-    def __init__(self, irreps_in, irreps_attr, irreps_out, gate: bool, device=None, dtype=None):
+    def __init__(self, irreps_in, irreps_attr, irreps_out, gate: bool, init: str = "normal", device=None,
+                 dtype=None):
         super().__init__()
+        if init not in ("normal", "uniform"):
+            raise ValueError(f"tensor product: init must be 'normal' or 'uniform', got {init!r}")
         from e3nn import o3
         from e3nn.nn import Gate
 
@@ -230,12 +233,21 @@ class _GatedTP(nn.Module):
                  for ins in paths]
         scale_t = torch.cat(scale) if scale else torch.zeros(0, dtype=torch.float64)
         self.register_buffer("_weight_scale", scale_t, persistent=False)
-        self.weight = nn.Parameter(torch.randn(self.tp.weight_numel, dtype=torch.float64) / scale_t)
+        # "normal": e3nn's N(0, 1) path weights, zero biases; "uniform": the SEGNN code's U(-1, 1) path weights
+        # (U(-k, k) stored, k = fan_in^-1/2) and U(-k, k) biases
+        w0 = torch.randn(self.tp.weight_numel, dtype=torch.float64) if init == "normal" else \
+            2 * torch.rand(self.tp.weight_numel, dtype=torch.float64) - 1
+        self.weight = nn.Parameter(w0 / scale_t)
         self.irreps_out = self.gate.irreps_out if gate else tp_out
-        even = [s for (m, ir), s in zip(self.tp.irreps_out, self.tp.irreps_out.slices()) if ir == o3.Irrep("0e")]
-        self._bias_slices = [(s.start, s.stop) for s in even]
+        even = [(i, s) for i, ((m, ir), s) in enumerate(zip(self.tp.irreps_out, self.tp.irreps_out.slices()))
+                if ir == o3.Irrep("0e")]
+        self._bias_slices = [(s.start, s.stop) for _, s in even]
         nb = sum(b - a for a, b in self._bias_slices)
-        self.bias = nn.Parameter(torch.zeros(nb)) if nb else None
+        b0 = torch.zeros(nb, dtype=torch.float64)
+        if init == "uniform" and nb:
+            k = torch.cat([torch.full((s.stop - s.start,), fan.get(i, 1) ** -0.5, dtype=torch.float64) for i, s in even])
+            b0 = (2 * torch.rand(nb, dtype=torch.float64) - 1) * k
+        self.bias = nn.Parameter(b0) if nb else None
         self.to(device=device, dtype=default if dtype is None else dtype)
 
     def path_weights(self) -> torch.Tensor:
@@ -272,16 +284,20 @@ class SEGNNLayer(nn.Module):
             keeps the scale of the features independent of the degree (with sums, four layers of products
             grew the N-body features ~15x per layer at initialisation, measured).
         dist_scale: the message sees :math:`\|x_j - x_i\|^2 / \text{dist\_scale}^2`.
-
-    ``node_attr`` (N, dim of the attribute irreps) given to ``forward`` is averaged with the mean edge
-    attribute: :math:`a_i = (\text{mean}_j a_{ij} + \text{node\_attr}_i) / 2`.
+        distance: ``"squared"`` (default, the above) or ``"norm"``: :math:`\|x_j - x_i\| / \text{dist\_scale}`
+            (the SEGNN code's).
+        node_attr_mode: ``"average"`` (default): ``node_attr`` (N, dim of the attribute irreps) given to
+            ``forward`` is averaged with the mean edge attribute, :math:`a_i = (\text{mean}_j a_{ij} +
+            \text{node\_attr}_i) / 2`; ``"given"``: ``node_attr`` is used as it is (the caller builds it).
+        init: initialisation of the tensor products (``"normal"`` or the SEGNN code's ``"uniform"``).
     Field types: the irreps as fields of ``group`` (default ``epdo.groups.o3(L)`` with L the largest degree;
     ``so3(L)`` for rotations only) on :class:`~epdo.graph.PointCloud`.
     """
 
     def __init__(self, irreps_in, irreps_out, irreps_hidden, lmax_attr: int = 2, edge_scalars: int = 0,
                  residual: bool = True, aggregation: str = "mean", dist_scale: float = 1.0,
-                 sh_normalization: str = "component", group=None, device=None, dtype=None):
+                 sh_normalization: str = "component", distance: str = "squared", node_attr_mode: str = "average",
+                 init: str = "normal", group=None, device=None, dtype=None):
         super().__init__()
         from e3nn import o3
 
@@ -296,7 +312,12 @@ class SEGNNLayer(nn.Module):
         if sh_normalization not in ("component", "integral"):
             raise ValueError(f"SEGNNLayer: sh_normalization must be 'component' or 'integral', got {sh_normalization!r}")
         self.aggregation, self.dist_scale, self.sh_normalization = aggregation, float(dist_scale), sh_normalization
-        fk = {"device": device, "dtype": dtype}
+        if distance not in ("squared", "norm"):
+            raise ValueError(f"SEGNNLayer: distance must be 'squared' or 'norm', got {distance!r}")
+        if node_attr_mode not in ("average", "given"):
+            raise ValueError(f"SEGNNLayer: node_attr_mode must be 'average' or 'given', got {node_attr_mode!r}")
+        self.distance, self.node_attr_mode, self.init = distance, node_attr_mode, init
+        fk = {"init": init, "device": device, "dtype": dtype}
         self.msg1 = _GatedTP(self.irreps_in + self.irreps_in + o3.Irreps(f"{1 + self.edge_scalars}x0e"),
                              self.irreps_attr, self.irreps_hidden, True, **fk)
         self.msg2 = _GatedTP(self.msg1.irreps_out, self.irreps_attr, self.irreps_hidden, True, **fk)
@@ -312,7 +333,10 @@ class SEGNNLayer(nn.Module):
         return (f"{self.irreps_in} -> {self.irreps_out}, hidden={self.irreps_hidden}, attr={self.irreps_attr}, "
                 f"edge_scalars={self.edge_scalars}, residual={self.residual}, aggregation={self.aggregation!r}"
                 + ("" if self.dist_scale == 1.0 else f", dist_scale={self.dist_scale:g}")
-                + ("" if self.sh_normalization == "component" else f", sh_normalization={self.sh_normalization!r}"))
+                + ("" if self.sh_normalization == "component" else f", sh_normalization={self.sh_normalization!r}")
+                + ("" if self.distance == "squared" else f", distance={self.distance!r}")
+                + ("" if self.node_attr_mode == "average" else f", node_attr_mode={self.node_attr_mode!r}")
+                + ("" if self.init == "normal" else f", init={self.init!r}"))
 
     def edge_attributes(self, pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         r""":math:`Y^{(\le l_a)}(x_j - x_i)` per edge (E, attr dim)."""
@@ -334,8 +358,12 @@ class SEGNNLayer(nn.Module):
             if node_attr.shape != a_n.shape:
                 raise GraphError(f"SEGNNLayer: expected node_attr of shape {tuple(a_n.shape)} "
                                  f"({self.irreps_attr}), got {tuple(node_attr.shape)}")
-            a_n = (a_n + node_attr.to(f)) / 2
+            a_n = (a_n + node_attr.to(f)) / 2 if self.node_attr_mode == "average" else node_attr.to(f)
+        elif self.node_attr_mode == "given":
+            raise GraphError("SEGNNLayer: node_attr_mode='given' needs node_attr")
         d2 = (pos[src] - pos[dst]).pow(2).sum(-1, keepdim=True) / self.dist_scale**2
+        if self.distance == "norm":
+            d2 = d2.sqrt()
         parts = [f[dst], f[src], d2] + ([edge_attr.to(f)] if self.edge_scalars else [])
         m = self.msg2(self.msg1(torch.cat(parts, dim=1), a_e), a_e)
         agg = scatter_mean(m, dst, n) if self.aggregation == "mean" else scatter_sum(m, dst, n)

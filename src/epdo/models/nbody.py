@@ -99,24 +99,61 @@ class EGNNNBody(nn.Module):
         return x.reshape(b, n, 3)
 
 
-class SEGNNNBody(nn.Module):
-    """SEGNN for the charged N-body task (see the module doc); ``hidden`` irreps default l = 1."""
+_SEGNN_CONFIGS = {
+    # epdo's: l_a = 2 as issue 13 asks, mean aggregation, averaged node attributes, a near-zero linear head
+    "epdo": dict(hidden="32x0e + 16x1o", lmax_attr=2, aggregation="mean", sh_normalization="component"),
+    # the SEGNN code's N-body run (README: lmax_h = 1, lmax_attr = 1, 64 weight-balanced features, norm none)
+    "reference": dict(hidden="32x0e + 32x1o", lmax_attr=1, aggregation="sum", sh_normalization="integral"),
+}
 
-    def __init__(self, hidden: str = "32x0e + 16x1o", layers: int = 4, lmax_attr: int = 2, aggregation: str = "mean",
-                 sh_normalization: str = "component", device=None, dtype=None):
+
+class SEGNNNBody(nn.Module):
+    """SEGNN for the charged N-body task (see the module doc); ``hidden`` irreps default l = 1.
+
+    ``config="reference"`` follows the SEGNN code's N-body model instead (``hidden`` 32x0e + 32x1o, the
+    weight-balanced irreps of its 64 features; l_a = 1; summed messages; "integral" harmonics; node attributes
+    mean edge harmonic plus velocity harmonic, scalar part set to 1; the distance, not its square, in the
+    messages; U(-k, k) initialisation with biases; a gated and a plain tensor product as the head).
+    Keyword arguments given explicitly override the configuration's."""
+
+    def __init__(self, hidden: str | None = None, layers: int = 4, lmax_attr: int | None = None,
+                 aggregation: str | None = None, sh_normalization: str | None = None, config: str = "epdo",
+                 device=None, dtype=None):
         super().__init__()
         from e3nn import o3
 
+        if config not in _SEGNN_CONFIGS:
+            raise ValueError(f"segnn-nbody: config must be one of {tuple(_SEGNN_CONFIGS)}, got {config!r}")
+        given = dict(hidden=hidden, lmax_attr=lmax_attr, aggregation=aggregation, sh_normalization=sh_normalization)
+        c = {**_SEGNN_CONFIGS[config], **{k: v for k, v in given.items() if v is not None}}
+        self.config, ref = config, config == "reference"
         fk = {"device": device, "dtype": dtype}
-        self.irreps_attr = o3.Irreps.spherical_harmonics(lmax_attr)
-        self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, hidden, False, **fk)
-        self.layers = nn.ModuleList(graph.SEGNNLayer(self.embed.irreps_out, self.embed.irreps_out, hidden,
-                                                     lmax_attr=lmax_attr, edge_scalars=1, dist_scale=3.0,
-                                                     aggregation=aggregation, sh_normalization=sh_normalization, **fk)
-                                    for _ in range(layers))
-        self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **fk)
-        with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
-            self.head.weight.mul_(0.01)
+        tk = {"init": "uniform" if ref else "normal", **fk}
+        self.irreps_attr = o3.Irreps.spherical_harmonics(c["lmax_attr"])
+        self.embed = _GatedTP("2x1o + 1x0e", self.irreps_attr, c["hidden"], False, **tk)
+        self.layers = nn.ModuleList(graph.SEGNNLayer(
+            self.embed.irreps_out, self.embed.irreps_out, c["hidden"], lmax_attr=c["lmax_attr"], edge_scalars=1,
+            dist_scale=1.0 if ref else 3.0, aggregation=c["aggregation"], sh_normalization=c["sh_normalization"],
+            distance="norm" if ref else "squared", node_attr_mode="given" if ref else "average", **tk)
+            for _ in range(layers))
+        self.pre_head = _GatedTP(self.embed.irreps_out, self.irreps_attr, c["hidden"], True, **tk) if ref else None
+        self.head = _GatedTP(self.embed.irreps_out, self.irreps_attr, "1x1o", False, **tk)
+        if not ref:
+            with torch.no_grad():  # start near "the particles stay where they are", as EGNN's coordinate MLP does
+                self.head.weight.mul_(0.01)
+
+    def extra_repr(self) -> str:
+        return "" if self.config == "epdo" else f"config={self.config!r}"
+
+    def node_attributes(self, a_e: torch.Tensor, y_v: torch.Tensor, dst: torch.Tensor, n: int) -> torch.Tensor:
+        """The node attributes the embedding and the head read (and, in the reference configuration, every
+        layer): the average of the mean edge harmonic and the velocity harmonic; reference: their sum with the
+        scalar part set to 1."""
+        mean = graph.layers.scatter_mean(a_e, dst, n)
+        if self.config != "reference":
+            return (mean + y_v) / 2
+        a_n = mean + y_v
+        return torch.cat([torch.ones_like(a_n[:, :1]), a_n[:, 1:]], dim=1)
 
     def forward(self, pos: torch.Tensor, vel: torch.Tensor, charge: torch.Tensor) -> torch.Tensor:
         from e3nn import o3
@@ -130,11 +167,13 @@ class SEGNNNBody(nn.Module):
         layer0 = self.layers[0]
         a_e = layer0.edge_attributes(x, ei)
         y_v = o3.spherical_harmonics(self.irreps_attr, v, normalize=True, normalization=layer0.sh_normalization)
-        a_n = (graph.layers.scatter_mean(a_e, ei[1], x.shape[0]) + y_v) / 2  # what each layer uses
+        a_n = self.node_attributes(a_e, y_v, ei[1], x.shape[0])  # what each layer uses
         qq = q[ei[0]] * q[ei[1]]
         h = self.embed(f, a_n)
         for layer in self.layers:
-            h, _, _ = layer(h, x, ei, edge_attr=qq, node_attr=y_v)
+            h, _, _ = layer(h, x, ei, edge_attr=qq, node_attr=a_n if self.config == "reference" else y_v)
+        if self.pre_head is not None:
+            h = self.pre_head(h, a_n)
         return (x + self.head(h, a_n)).reshape(b, n, 3)
 
 
@@ -289,15 +328,23 @@ class SEGNNNBodyPlain(nn.Module):
         centred = (pos - pos.mean(1, keepdim=True)).reshape(-1, 3)
         a_e = self.sh(x[src] - x[dst])
         y_v = self.sh(v)
-        a_n = (_sum_into(a_e, dst, x) / (n - 1) + y_v) / 2
+        mean = _sum_into(a_e, dst, x) / (n - 1)
+        if m.config == "reference":
+            a_n = mean + y_v
+            a_n = torch.cat([torch.ones_like(a_n[:, :1]), a_n[:, 1:]], 1)
+        else:
+            a_n = (mean + y_v) / 2
         qq = q[src] * q[dst]
         h = _plain_tp(m.embed, torch.cat([centred, v, v.norm(dim=1, keepdim=True)], 1), a_n)
         d2 = ((x[src] - x[dst]) ** 2).sum(-1, keepdim=True)
         for L in m.layers:
-            inp = torch.cat([h[dst], h[src], d2 / L.dist_scale**2, qq], 1)
+            d = d2 / L.dist_scale**2
+            inp = torch.cat([h[dst], h[src], d.sqrt() if L.distance == "norm" else d, qq], 1)
             msg = _plain_tp(L.msg2, _plain_tp(L.msg1, inp, a_e), a_e)
             agg = _sum_into(msg, dst, h) / ((n - 1) if L.aggregation == "mean" else 1)
             h = h + _plain_tp(L.upd2, _plain_tp(L.upd1, torch.cat([h, agg], 1), a_n), a_n)
+        if m.pre_head is not None:
+            h = _plain_tp(m.pre_head, h, a_n)
         return (x + _plain_tp(m.head, h, a_n)).reshape(pos.shape)
 
 
